@@ -180,6 +180,14 @@ class RealModelCallBlocked(TransportError):
         )
 
 
+class EffectFailed(RuntimeFailure):
+    """An effect's function raised; recorded, and raised again identically on replay."""
+
+    def __init__(self, action: str, key: str, message: str) -> None:
+        super().__init__(f"effect {action} ({key}) failed: {message}")
+        self.action, self.key, self.message = action, key, message
+
+
 class StoreError(RuntimeFailure):
     """The store failed or holds something it should not."""
 

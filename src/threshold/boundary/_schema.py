@@ -1,0 +1,70 @@
+"""The first verifier of every boundary: untrusted text in, a typed value or a typed reject."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from threshold.boundary._verdict import Accept, Reject, Verdict
+
+M = TypeVar("M", bound=BaseModel)
+
+SCHEMA_VERIFIER = "schema"
+SCHEMA_VERIFIER_VERSION = "1"
+MAX_OUTPUT_CHARS = 64 * 1024
+
+_PYDANTIC_CODES = {
+    "missing": "schema.missing_field",
+    "extra_forbidden": "schema.extra_field",
+}
+
+
+def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
+    """Parse model text into ``output``; every failure is a ``Reject`` with a stable code."""
+    if len(text) > MAX_OUTPUT_CHARS:
+        return None, Reject(
+            "schema.too_large",
+            f"output is {len(text)} characters, the limit is {MAX_OUTPUT_CHARS}",
+            hint="answer with the JSON object only",
+        )
+    try:
+        data: Any = json.loads(_strip_fence(text))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return None, Reject(
+            "schema.not_json",
+            f"output is not JSON ({exc.__class__.__name__})",
+            hint="answer with one JSON object and nothing else",
+        )
+    if not isinstance(data, dict):
+        return None, Reject("schema.not_object", f"expected a JSON object, got "
+                            f"{type(data).__name__}")
+    known = {f.alias or name for name, f in output.model_fields.items()} | set(
+        output.model_fields
+    )
+    extra = sorted(k for k in data if k not in known)
+    if extra:
+        return None, Reject(
+            "schema.extra_field",
+            f"unexpected field {extra[0]!r}" + (f" and {len(extra) - 1} more" if extra[1:] else ""),
+            field=extra[0],
+            hint=f"use only the fields {', '.join(sorted(output.model_fields))}",
+        )
+    try:
+        value = output.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        code = _PYDANTIC_CODES.get(first["type"], "schema.invalid_value")
+        return None, Reject(code, first["msg"], field=where)
+    return value, Accept()
+
+
+def _strip_fence(text: str) -> str:
+    """Models often wrap JSON in a Markdown fence; that is formatting, not content."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```"):
+        inner = stripped[3:-3]
+        return inner.split("\n", 1)[1] if "\n" in inner else inner
+    return stripped

@@ -1,0 +1,401 @@
+"""The crossing engine: one durable pass through a boundary.
+
+Per proposal attempt there are two writes: the proposal with all its verdicts and, when
+every verifier accepted, the effect intent (one transaction); then the effect's result with
+the crossing's end and the run step (one transaction). Everything between is re-derivable:
+a crash before the first write re-proposes with the same seed; a crash after it resumes from
+the journal, re-performing an effect with the same idempotency key at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from threshold.boundary import (
+    SCHEMA_VERIFIER,
+    Abort,
+    Accept,
+    ApproveWithCap,
+    Boundary,
+    Escalate,
+    Provenance,
+    Reject,
+    Retry,
+    Verdict,
+    VerifyContext,
+    parse_output,
+    run_verifier,
+)
+from threshold.boundary._schema import SCHEMA_VERIFIER_VERSION
+from threshold.clock import from_iso, to_iso
+from threshold.effects import EffectContext
+from threshold.errors import MalformedResponse, Suspend, TransportError
+from threshold.ids import derive_seed, digest, idempotency_key
+from threshold.models import Completion, ModelRequest
+from threshold.runtime._results import Crossing, Outcome
+from threshold.store import (
+    ApprovalRecord,
+    AttemptRecord,
+    CrossingRecord,
+    EffectRecord,
+    EventRecord,
+    StepRecord,
+    TimerRecord,
+    VerdictRecord,
+)
+
+if TYPE_CHECKING:
+    from threshold.runtime._context import RunContext
+
+M = TypeVar("M", bound=BaseModel)
+
+HUMAN_VERIFIER = "human"
+RAW_LIMIT = 256 * 1024  # characters of raw model output kept in the journal (digest covers all)
+
+
+class CrossingEngine(Generic[M]):
+    def __init__(self, ctx: RunContext, seq: int, boundary: Boundary[M], inputs: dict[str, Any],
+                 facts: dict[str, Any], model_spec: str) -> None:
+        self.ctx, self.seq, self.boundary = ctx, seq, boundary
+        self.inputs, self.facts, self.model_spec = inputs, facts, model_spec
+        self.runtime = ctx.runtime
+        self.store = ctx.runtime.store
+        self.crossing_id = f"{ctx.run_id}/{seq}"
+        self.step_record: StepRecord | None = None
+        self.key = idempotency_key(ctx.run_id, seq, boundary.action)
+
+    def _now(self) -> str:
+        return to_iso(self.runtime.clock.now())
+
+    # entry -------------------------------------------------------------------------------
+    async def run(self) -> Crossing[M]:
+        state = await self.store.load_crossing(self.crossing_id)
+        if state is None:
+            b = self.boundary
+            self.crossing = CrossingRecord(
+                self.crossing_id, self.ctx.run_id, self.seq, b.name, b.version, b.action,
+                [list(v) for v in b.verifier_ids], "open", 0, self._now(), self.model_spec,
+                b.prompt.id, b.prompt.version)
+            self.attempts: list[AttemptRecord] = []
+            self.verdicts: list[VerdictRecord] = []
+            return await self._propose_loop()
+        self.crossing, self.attempts, self.verdicts = state.crossing, state.attempts, state.verdicts
+        if state.effect is not None and state.effect.status != "done":
+            # Crash window: verdicts recorded, effect maybe performed, result not recorded.
+            accepted = self.attempts[-1]
+            value = self.boundary.output.model_validate(accepted.value)
+            return await self._commit(value, accepted.proposal_hash or "", state.effect,
+                                      decided_by=None)
+        if self.crossing.status == "escalated":
+            return await self._await_human()
+        return await self._propose_loop()
+
+    # propose -> verify -------------------------------------------------------------------
+    async def _propose_loop(self) -> Crossing[M]:
+        b = self.boundary
+        while True:
+            attempt_no = len(self.attempts) + 1
+            last = self.attempts[-1] if self.attempts else None
+            if last is not None and last.kind == "transport_error" and last.retry_at:
+                await self._wait_backoff(last)
+            request = self._request(attempt_no)
+            try:
+                completion = await self.runtime.models.get(self.model_spec).complete(request)
+                text = _decode(completion)
+            except TransportError as exc:
+                outcome = await self._transport_failure(attempt_no, exc)
+                if outcome is None:
+                    continue
+                return outcome
+            self.runtime.crash_point("after_propose")
+            value, verdicts, phash = await self._verify(text, completion, attempt_no)
+            provenance = self._provenance(request, completion)
+            attempt = AttemptRecord(
+                self.crossing_id, attempt_no, "proposal", self._now(), phash, text[:RAW_LIMIT],
+                None if value is None else value.model_dump(mode="json"),
+                provenance.model_dump(mode="json"))
+            rejects = [v for _, _, v in verdicts if isinstance(v, Reject)]
+            intent = None
+            if not rejects and b.commit is not None:
+                intent = EffectRecord(self.key, self.ctx.run_id, b.action, "intent", self._now(),
+                                      self.crossing_id, phash)
+            self.crossing = replace(self.crossing, attempts=attempt_no)
+            records = self._verdict_records(attempt_no, phash, verdicts)
+            stored = await self.store.save_attempt(self.crossing, attempt, records, intent)
+            self.attempts.append(attempt)
+            self.verdicts.extend(records)
+            self.runtime.crash_point("after_verdict")
+            if not rejects:
+                assert value is not None
+                return await self._commit(value, phash, stored, decided_by=None)
+            action = b.on_reject.decide(rejects, attempt_no)
+            if isinstance(action, Retry):
+                continue
+            return await self._reject_action(action, rejects, value, phash)
+
+    def _request(self, attempt_no: int) -> ModelRequest:
+        b = self.boundary
+        feedback = tuple(
+            f"{v.verifier}: [{v.code}]{f' (field {v.field})' if v.field else ''} {v.message}"
+            + (f" Hint: {v.hint}" if v.hint else "")
+            for v in self.verdicts if v.verdict == "reject" and v.verifier != HUMAN_VERIFIER)
+        return ModelRequest(
+            messages=b.prompt.render(self.inputs, feedback),
+            output_type=b.output,
+            output_schema=self.runtime.schema_for(b.output),
+            sampling=b.sampling,
+            seed=derive_seed(self.ctx.run.seed, self.ctx.run_id, self.seq, attempt_no),
+            prompt_id=b.prompt.id, prompt_version=b.prompt.version, prompt_hash=b.prompt.hash,
+            inputs=self.inputs, feedback=feedback,
+        )
+
+    async def _verify(self, text: str, completion: Completion, attempt_no: int) -> tuple[
+            M | None, list[tuple[str, str, Verdict]], str]:
+        b = self.boundary
+        if completion.finish_reason == "refusal":
+            reject = Reject("model.refusal", "the model refused to answer",
+                            hint="answer with the JSON object the schema describes")
+            return None, [(SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, reject)], digest(text)
+        value, schema_verdict = parse_output(text, b.output)
+        verdicts: list[tuple[str, str, Verdict]] = [
+            (SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, schema_verdict)]
+        if value is None:
+            return None, verdicts, digest(text)
+        phash = digest(value.model_dump(mode="json"))
+        vctx = VerifyContext(self.ctx.run_id, self.seq, b.name, self.inputs,
+                             self.runtime.clock.now(), attempt_no, self.facts)
+        for check in b.verifiers:
+            verdicts.append((check.name, check.version, await run_verifier(check, value, vctx)))
+        return value, verdicts, phash
+
+    def _verdict_records(self, attempt_no: int, phash: str,
+                         verdicts: list[tuple[str, str, Verdict]]) -> list[VerdictRecord]:
+        at = self._now()
+        out = []
+        for name, version, v in verdicts:
+            if isinstance(v, Accept):
+                out.append(VerdictRecord(self.crossing_id, attempt_no, name, version, "accept",
+                                         phash, at, message=v.note or None))
+            else:
+                out.append(VerdictRecord(self.crossing_id, attempt_no, name, version, "reject",
+                                         phash, at, v.code, v.message, v.retryable, v.hint,
+                                         v.field))
+        return out
+
+    def _provenance(self, request: ModelRequest, completion: Completion) -> Provenance:
+        model = self.runtime.models.get(self.model_spec)
+        return Provenance(
+            model_id=model.spec.id, model_version=model.spec.version,
+            served_model=completion.served_model,
+            system_fingerprint=completion.system_fingerprint,
+            prompt_id=request.prompt_id, prompt_version=request.prompt_version,
+            prompt_hash=request.prompt_hash, sampling=request.sampling.as_dict(),
+            seed=request.seed, input_digest=digest(self.inputs)[:16],
+            latency_ms=completion.latency_ms, tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out, cost_usd=completion.cost_usd,
+            finish_reason=completion.finish_reason,
+        )
+
+    # transport failures ------------------------------------------------------------------
+    async def _transport_failure(self, attempt_no: int, exc: TransportError) -> Crossing[M] | None:
+        policy = self.boundary.transport
+        failures = 1 + sum(1 for a in self.attempts if a.kind == "transport_error")
+        retry = exc.retryable and failures <= policy.max_retries
+        retry_at = None
+        if retry:
+            retry_at = to_iso(self.runtime.clock.now() + policy.delay(failures, exc.retry_after))
+        attempt = AttemptRecord(self.crossing_id, attempt_no, "transport_error", self._now(),
+                                error_kind=exc.kind, error_message=str(exc)[:2000],
+                                retry_at=retry_at)
+        self.crossing = replace(self.crossing, attempts=attempt_no)
+        await self.store.save_attempt(self.crossing, attempt, (), None)
+        self.attempts.append(attempt)
+        if retry:
+            return None
+        reason = f"transport: {exc.kind}: {exc}"
+        if isinstance(policy.exhausted, Escalate):
+            return await self._escalate(policy.exhausted, reason, None, None)
+        return await self._finish("failed", reason=reason)
+
+    async def _wait_backoff(self, last: AttemptRecord) -> None:
+        assert last.retry_at is not None
+        if from_iso(last.retry_at) <= self.runtime.clock.now():
+            return
+        timer_id = f"{self.crossing_id}/backoff/{last.attempt}"
+        timer = await self.store.get_timer(timer_id)
+        if timer is None:
+            await self.store.add_timer(TimerRecord(timer_id, self.ctx.run_id, last.retry_at,
+                                                   "transport_backoff"))
+        elif timer.status != "pending":
+            return
+        raise Suspend(f"transport backoff until {last.retry_at}")
+
+    # reject actions ----------------------------------------------------------------------
+    async def _reject_action(self, action: Escalate | Abort, rejects: list[Reject],
+                             value: M | None, phash: str) -> Crossing[M]:
+        summary = "; ".join(f"{r.code}: {r.message}" for r in rejects)
+        if isinstance(action, Escalate):
+            return await self._escalate(action, action.reason or summary, value, phash)
+        return await self._finish("aborted", reason=action.reason or summary, rejects=rejects)
+
+    async def _escalate(self, action: Escalate, reason: str, value: M | None,
+                        phash: str | None) -> Crossing[M]:
+        """A durable suspend until a principal with ``action.role`` decides."""
+        now = self.runtime.clock.now()
+        approval = ApprovalRecord(
+            approval_id=f"apr-{self.crossing_id}", run_id=self.ctx.run_id,
+            crossing_id=self.crossing_id, boundary=self.boundary.name,
+            proposal_hash=phash or "", value=None if value is None else value.model_dump(
+                mode="json"), reason=reason, role=action.role, created_at=to_iso(now),
+            sla_due=None if action.sla is None else to_iso(now + action.sla),
+            fallback=_fallback_json(action))
+        self.crossing = replace(self.crossing, status="escalated", reason=reason)
+        await self.store.create_approval(approval)
+        await self.store.save_crossing(self.crossing)
+        await self.store.append_event(EventRecord(
+            self.ctx.run_id, "escalated", {"crossing_id": self.crossing_id, "role": action.role,
+                                           "reason": reason, "approval_id": approval.approval_id},
+            to_iso(now)))
+        if approval.sla_due is not None:
+            await self.store.add_timer(TimerRecord(sla_timer_id(approval), self.ctx.run_id,
+                                                   approval.sla_due, "approval_sla"))
+        raise Suspend(f"awaiting {action.role} for {approval.approval_id}")
+
+    async def _await_human(self) -> Crossing[M]:
+        approval = await self.store.get_approval(f"apr-{self.crossing_id}")
+        assert approval is not None, f"escalated crossing {self.crossing_id} has no approval"
+        if approval.status == "pending":
+            timer = None
+            if approval.sla_due is not None:
+                timer = await self.store.get_timer(sla_timer_id(approval))
+            if timer is None or timer.status == "pending":
+                raise Suspend(f"awaiting {approval.role} for {approval.approval_id}")
+            return await self._apply_fallback(approval)
+        value = None if approval.value is None else self.boundary.output.model_validate(
+            approval.value)
+        if approval.status == "approved" and value is not None:
+            verdict = VerdictRecord(self.crossing_id, self.crossing.attempts, HUMAN_VERIFIER,
+                                    approval.role, "accept", approval.proposal_hash,
+                                    approval.decided_at or self._now(),
+                                    message=approval.comment, decided_by=approval.decided_by)
+            return await self._commit_human(value, approval.proposal_hash, verdict)
+        reason = f"{approval.status} by {approval.decided_by or 'sla'}: {approval.comment or ''}"
+        verdict = VerdictRecord(self.crossing_id, self.crossing.attempts, HUMAN_VERIFIER,
+                                approval.role, "reject", approval.proposal_hash,
+                                approval.decided_at or self._now(), "human.denied",
+                                approval.comment or approval.status, False,
+                                decided_by=approval.decided_by)
+        return await self._finish("denied", reason=reason.strip(), verdicts=[verdict],
+                                  decided_by=approval.decided_by)
+
+    async def _apply_fallback(self, approval: ApprovalRecord) -> Crossing[M]:
+        """The SLA lapsed with no decision: apply the declared fallback, as the 'sla' actor."""
+        from threshold.runtime._approvals import apply_timeout
+
+        await apply_timeout(self.runtime, approval)
+        refreshed = await self.store.get_approval(approval.approval_id)
+        assert refreshed is not None
+        if refreshed.status == "pending":  # re-routed to another role with a fresh SLA
+            raise Suspend(f"re-routed to {refreshed.role}")
+        return await self._await_human()
+
+    # commit ------------------------------------------------------------------------------
+    async def _commit_human(self, value: M, phash: str, verdict: VerdictRecord) -> Crossing[M]:
+        intent = None
+        if self.boundary.commit is not None:
+            intent = await self.store.begin_effect(EffectRecord(
+                self.key, self.ctx.run_id, self.boundary.action, "intent", self._now(),
+                self.crossing_id, phash))
+        return await self._commit(value, phash, intent, decided_by=verdict.decided_by or "sla",
+                                  verdicts=[verdict])
+
+    async def _commit(self, value: M, phash: str, intent: EffectRecord | None, *,
+                      decided_by: str | None,
+                      verdicts: list[VerdictRecord] | None = None) -> Crossing[M]:
+        effect_result: Any = None
+        done: EffectRecord | None = None
+        if self.boundary.commit is not None:
+            assert intent is not None
+            if intent.status == "done":
+                effect_result, done = intent.result, intent
+            else:
+                ectx = EffectContext(intent.key, self.ctx.run_id, self.seq, self.boundary.action,
+                                     self.runtime.clock.now(), intent.performed)
+                try:
+                    effect_result = await self.boundary.commit(value, ectx)
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    failed = replace(intent, status="failed", error=message,
+                                     performed=intent.performed + 1, done_at=self._now())
+                    return await self._finish("failed", reason=f"effect failed: {message}",
+                                              effect=failed, verdicts=verdicts or [])
+                self.runtime.crash_point("after_effect")
+                done = replace(intent, status="done", result=effect_result,
+                               performed=intent.performed + 1, done_at=self._now())
+        result = await self._finish("committed", value=value, phash=phash, effect=done,
+                                    effect_result=effect_result, verdicts=verdicts or [],
+                                    decided_by=decided_by)
+        self.runtime.crash_point("after_record")
+        return result
+
+    async def _finish(self, outcome: Outcome, *, value: M | None = None, phash: str | None = None,
+                      effect: EffectRecord | None = None, effect_result: Any = None,
+                      reason: str = "", rejects: list[Reject] | None = None,
+                      verdicts: list[VerdictRecord] | None = None,
+                      decided_by: str | None = None) -> Crossing[M]:
+        if rejects is None:
+            rejects = _last_rejects(self.verdicts)
+        result: Crossing[M] = Crossing(
+            self.boundary.name, outcome, self.crossing.attempts, value, effect_result,
+            tuple(rejects), reason, decided_by, self.crossing_id, phash)
+        self.crossing = replace(
+            self.crossing, status=outcome, committed_hash=phash if outcome == "committed"
+            else None, outcome=None if value is None else value.model_dump(mode="json"),
+            ended_at=self._now(), reason=reason or None)
+        self.step_record = StepRecord(self.ctx.run_id, self.seq, "cross", self.boundary.name,
+                                      result.to_json(), self._now())
+        await self.store.finish_crossing(self.crossing, effect=effect, step=self.step_record,
+                                         verdicts=verdicts or [])
+        return result
+
+
+def _decode(completion: Completion) -> str:
+    """Text that is not valid UTF-8 is a transport fault, not something to argue with."""
+    if isinstance(completion.text, str):
+        return completion.text
+    try:
+        return completion.text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedResponse(f"model output is not UTF-8: {exc}", retryable=True) from exc
+
+
+def _last_rejects(verdicts: list[VerdictRecord]) -> list[Reject]:
+    if not verdicts:
+        return []
+    last = max(v.attempt for v in verdicts)
+    return [Reject(v.code or "", v.message or "", bool(v.retryable), v.hint or "", v.field)
+            for v in verdicts if v.attempt == last and v.verdict == "reject"]
+
+
+def _fallback_json(action: Escalate) -> dict[str, Any]:
+    fallback = action.fallback
+    data: dict[str, Any] = {"reroute_to": action.reroute_to,
+                            "sla_s": None if action.sla is None else action.sla.total_seconds()}
+    if isinstance(fallback, ApproveWithCap):
+        data.update(kind="approve_with_cap", field=fallback.field, cap=fallback.cap)
+    else:
+        data.update(kind=fallback)
+    return data
+
+
+def sla_timer_id(approval: ApprovalRecord) -> str:
+    return f"{approval.approval_id}/sla@{approval.sla_due}"
+
+
+def sla_delta(fallback: dict[str, Any]) -> timedelta | None:
+    seconds = fallback.get("sla_s")
+    return None if seconds is None else timedelta(seconds=seconds)

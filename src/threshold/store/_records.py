@@ -1,0 +1,206 @@
+"""The journal's rows. Only names and data: no live objects cross the durable boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal["ready", "running", "waiting", "completed", "failed", "killed", "stranded"]
+TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "failed", "killed"})
+
+CrossingStatus = Literal[
+    "open", "committed", "escalated", "aborted", "denied", "failed"
+]
+TERMINAL_CROSSING_STATUSES: frozenset[str] = frozenset(
+    {"committed", "aborted", "denied", "failed"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    agent: str
+    agent_version: str
+    status: str
+    input: dict[str, Any]
+    seed: int
+    created_at: str
+    updated_at: str
+    pins: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_until: str | None = None
+    parent_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One completed operation of a run's code, keyed by its position ``seq``."""
+
+    run_id: str
+    seq: int
+    kind: str
+    name: str
+    result: Any
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrossingRecord:
+    crossing_id: str
+    run_id: str
+    seq: int
+    boundary: str
+    boundary_version: str
+    action: str
+    verifiers: list[list[str]]
+    status: str
+    attempts: int
+    started_at: str
+    model_id: str
+    prompt_id: str
+    prompt_version: str
+    committed_hash: str | None = None
+    outcome: Any = None
+    ended_at: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One proposal, or one transport failure that produced no proposal."""
+
+    crossing_id: str
+    attempt: int
+    kind: Literal["proposal", "transport_error"]
+    at: str
+    proposal_hash: str | None = None
+    raw: str | None = None
+    value: Any = None
+    provenance: dict[str, Any] | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    retry_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    crossing_id: str
+    attempt: int
+    verifier: str
+    verifier_version: str
+    verdict: Literal["accept", "reject"]
+    proposal_hash: str
+    at: str
+    code: str | None = None
+    message: str | None = None
+    retryable: bool | None = None
+    hint: str | None = None
+    field: str | None = None
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRecord:
+    """The outbox row: intent first, then the result. ``key`` is unique."""
+
+    key: str
+    run_id: str
+    action: str
+    status: Literal["intent", "done", "failed"]
+    intent_at: str
+    crossing_id: str | None = None
+    proposal_hash: str | None = None
+    performed: int = 0
+    result: Any = None
+    error: str | None = None
+    done_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRecord:
+    """Fires at ``fire_at``. With a guard it lapses if the guarded record's version moved."""
+
+    timer_id: str
+    run_id: str
+    fire_at: str
+    purpose: str
+    status: Literal["pending", "fired", "lapsed", "cancelled"] = "pending"
+    guard_key: str | None = None
+    guard_version: int | None = None
+    fired_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """An inbox message, unique per (run, message_id): delivery is idempotent."""
+
+    run_id: str
+    message_id: str
+    channel: str
+    payload: Any
+    received_at: str
+    consumed_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    approval_id: str
+    run_id: str
+    crossing_id: str
+    boundary: str
+    proposal_hash: str
+    value: Any
+    reason: str
+    role: str
+    created_at: str
+    status: Literal["pending", "approved", "denied", "timed_out"] = "pending"
+    sla_due: str | None = None
+    fallback: Any = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A journal entry that is not a step: transitions, kills, escalations, sagas, notes."""
+
+    run_id: str | None
+    kind: str
+    data: dict[str, Any]
+    at: str
+    event_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedRecord:
+    """A row under compare-and-swap: P5 state rows, counters, consumer offsets."""
+
+    namespace: str
+    key: str
+    version: int
+    value: Any
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicEvent:
+    topic: str
+    offset: int
+    key: str | None
+    payload: Any
+    headers: dict[str, Any]
+    event_time: str
+    appended_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrossingState:
+    """A crossing as stored: its row, attempts, verdicts and effect, for resume and audit."""
+
+    crossing: CrossingRecord
+    attempts: list[AttemptRecord]
+    verdicts: list[VerdictRecord]
+    effect: EffectRecord | None

@@ -1,0 +1,659 @@
+"""SQLite backend (WAL): the embedded default. ``memory://`` is the same code on ``:memory:``.
+
+Calls run on the event loop thread: each is a short local transaction, cheaper than a hop
+to a thread pool. ``synchronous=NORMAL`` in WAL mode survives a process crash, which is the
+durability the runtime promises; power loss may lose the last transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from threshold.errors import SchemaVersionError, StoreError
+from threshold.store._records import (
+    ApprovalRecord,
+    AttemptRecord,
+    CrossingRecord,
+    CrossingState,
+    EffectRecord,
+    EventRecord,
+    MessageRecord,
+    RunRecord,
+    StepRecord,
+    TimerRecord,
+    TopicEvent,
+    VerdictRecord,
+    VersionedRecord,
+)
+from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SQLiteStore:
+    """A ``Store`` on one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str, *, url: str | None = None, migrate: bool = False) -> None:
+        self.url = url or f"sqlite:///{path}"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = OFF")
+        self._ensure_schema(migrate)
+
+    # plumbing ----------------------------------------------------------------------------
+    def _ensure_schema(self, migrate: bool) -> None:
+        with self._tx() as db:
+            has_table = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+            if not has_table:
+                others = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'"
+                ).fetchone()[0]
+                if others:
+                    raise SchemaVersionError(self.url, 0, SCHEMA_VERSION)
+                db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                db.execute("INSERT INTO schema_version VALUES (0)")
+                found = 0
+                migrate = True
+            else:
+                found = db.execute("SELECT version FROM schema_version").fetchone()[0]
+            if found > SCHEMA_VERSION or (found < SCHEMA_VERSION and not migrate):
+                raise SchemaVersionError(self.url, found, SCHEMA_VERSION)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                for statement in SQLITE_MIGRATIONS[version]:
+                    db.execute(statement)
+                db.execute("UPDATE schema_version SET version = ?", (version,))
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    async def close(self) -> None:
+        self._db.close()
+
+    # runs --------------------------------------------------------------------------------
+    _RUN_COLS = ("run_id, agent, agent_version, status, input, seed, pins, result, error, "
+                 "created_at, updated_at, lease_owner, lease_until, parent_run_id")
+
+    @staticmethod
+    def _run(row: tuple[Any, ...]) -> RunRecord:
+        return RunRecord(
+            run_id=row[0], agent=row[1], agent_version=row[2], status=row[3],
+            input=_load(row[4]), seed=row[5], pins=_load(row[6]), result=_load(row[7]),
+            error=row[8], created_at=row[9], updated_at=row[10], lease_owner=row[11],
+            lease_until=row[12], parent_run_id=row[13],
+        )
+
+    async def create_run(self, run: RunRecord) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO runs ({self._RUN_COLS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run.run_id, run.agent, run.agent_version, run.status, _dump(run.input),
+                 run.seed, _dump(run.pins), _dump(run.result), run.error, run.created_at,
+                 run.updated_at, run.lease_owner, run.lease_until, run.parent_run_id),
+            )
+            return cur.rowcount == 1
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._one(f"SELECT {self._RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else self._run(row)
+
+    async def list_runs(
+        self, *, status: str | None = None, agent: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        sql, params = f"SELECT {self._RUN_COLS} FROM runs WHERE 1=1", []
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if agent is not None:
+            sql += " AND agent = ?"
+            params.append(agent)
+        sql += " ORDER BY created_at, run_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._run(r) for r in self._all(sql, params)]
+
+    async def count_runs(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self._all(
+            "SELECT status, count(*) FROM runs GROUP BY status")}
+
+    async def finish_run(
+        self, run_id: str, *, status: str, now: str, result: Any = None, error: str | None = None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET status=?, result=?, error=?, updated_at=?, lease_owner=NULL, "
+                "lease_until=NULL WHERE run_id=?",
+                (status, _dump(result), error, now, run_id),
+            )
+
+    async def suspend_run(self, run_id: str, *, owner: str, now: str) -> None:
+        with self._tx() as db:
+            # A wake that arrived while the run was executing left a mark in 'wake_pending'.
+            db.execute(
+                "UPDATE runs SET status = CASE WHEN EXISTS (SELECT 1 FROM meta WHERE key = "
+                "'wake:' || runs.run_id) THEN 'ready' ELSE 'waiting' END, updated_at=?, "
+                "lease_owner=NULL, lease_until=NULL WHERE run_id=? AND lease_owner=?",
+                (now, run_id, owner),
+            )
+            db.execute("DELETE FROM meta WHERE key = ?", (f"wake:{run_id}",))
+
+    async def set_run_pins(self, run_id: str, pins: dict[str, Any], *, now: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET pins=?, updated_at=? WHERE run_id=?",
+                       (_dump(pins), now, run_id))
+
+    async def claim_runs(
+        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
+    ) -> list[RunRecord]:
+        dead = list(dead_owners)
+        marks = ",".join("?" * len(dead)) or "NULL"
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE runs SET status='running', lease_owner=?, lease_until=? "
+                f"WHERE run_id IN (SELECT run_id FROM runs WHERE status='ready' OR "
+                f"(status='running' AND (lease_until < ? OR lease_owner IN ({marks}))) "
+                f"ORDER BY updated_at, run_id LIMIT ?) RETURNING {self._RUN_COLS}",
+                (owner, lease_until, now, *dead, limit),
+            ).fetchall()
+            # A run claimed now starts from a clean slate: older wake marks are consumed.
+            for row in rows:
+                db.execute("DELETE FROM meta WHERE key = ?", (f"wake:{row[0]}",))
+        return sorted((self._run(r) for r in rows), key=lambda r: (r.updated_at, r.run_id))
+
+    async def lease_owners(self) -> list[str]:
+        return [r[0] for r in self._all(
+            "SELECT DISTINCT lease_owner FROM runs WHERE lease_owner IS NOT NULL")]
+
+    async def renew_leases(self, owner: str, *, lease_until: str) -> int:
+        with self._tx() as db:
+            return db.execute("UPDATE runs SET lease_until=? WHERE lease_owner=?",
+                              (lease_until, owner)).rowcount
+
+    async def release_run(self, run_id: str, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status='ready', lease_owner=NULL, lease_until=NULL "
+                       "WHERE run_id=? AND lease_owner=? AND status='running'", (run_id, owner))
+
+    def _wake(self, db: sqlite3.Connection, run_id: str, now: str) -> bool:
+        woke = db.execute("UPDATE runs SET status='ready', updated_at=? "
+                          "WHERE run_id=? AND status='waiting'", (now, run_id)).rowcount == 1
+        if not woke:
+            # The run is executing: leave a mark so its suspension turns into 'ready'.
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?) ", (f"wake:{run_id}", now))
+        return woke
+
+    async def wake_run(self, run_id: str, *, now: str) -> bool:
+        with self._tx() as db:
+            return self._wake(db, run_id, now)
+
+    # steps -------------------------------------------------------------------------------
+    async def load_steps(self, run_id: str) -> dict[int, StepRecord]:
+        return {
+            r[0]: StepRecord(run_id, r[0], r[1], r[2], _load(r[3]), r[4])
+            for r in self._all(
+                "SELECT seq, kind, name, result, at FROM steps WHERE run_id=? ORDER BY seq",
+                (run_id,))
+        }
+
+    def _insert_step(self, db: sqlite3.Connection, step: StepRecord) -> None:
+        try:
+            db.execute("INSERT INTO steps VALUES (?,?,?,?,?,?)",
+                       (step.run_id, step.seq, step.kind, step.name, _dump(step.result), step.at))
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"step {step.seq} of run {step.run_id} is already recorded; "
+                             "is another worker executing this run?") from exc
+
+    async def record_step(self, step: StepRecord) -> None:
+        with self._tx() as db:
+            self._insert_step(db, step)
+
+    # crossings ---------------------------------------------------------------------------
+    _CROSSING_COLS = ("crossing_id, run_id, seq, boundary, boundary_version, action, verifiers, "
+                      "status, attempts, started_at, model_id, prompt_id, prompt_version, "
+                      "committed_hash, outcome, ended_at, reason")
+
+    @staticmethod
+    def _crossing(r: tuple[Any, ...]) -> CrossingRecord:
+        return CrossingRecord(
+            crossing_id=r[0], run_id=r[1], seq=r[2], boundary=r[3], boundary_version=r[4],
+            action=r[5], verifiers=_load(r[6]), status=r[7], attempts=r[8], started_at=r[9],
+            model_id=r[10], prompt_id=r[11], prompt_version=r[12], committed_hash=r[13],
+            outcome=_load(r[14]), ended_at=r[15], reason=r[16],
+        )
+
+    _ATTEMPT_COLS = ("crossing_id, attempt, kind, at, proposal_hash, raw, value, provenance, "
+                     "error_kind, error_message, retry_at")
+
+    @staticmethod
+    def _attempt(r: tuple[Any, ...]) -> AttemptRecord:
+        return AttemptRecord(
+            crossing_id=r[0], attempt=r[1], kind=r[2], at=r[3], proposal_hash=r[4],
+            raw=r[5], value=_load(r[6]), provenance=_load(r[7]), error_kind=r[8],
+            error_message=r[9], retry_at=r[10],
+        )
+
+    _VERDICT_COLS = ("crossing_id, attempt, verifier, verifier_version, verdict, proposal_hash, "
+                     "at, code, message, retryable, hint, field, decided_by")
+
+    @staticmethod
+    def _verdict(r: tuple[Any, ...]) -> VerdictRecord:
+        return VerdictRecord(
+            crossing_id=r[0], attempt=r[1], verifier=r[2], verifier_version=r[3],
+            verdict=r[4], proposal_hash=r[5], at=r[6], code=r[7], message=r[8],
+            retryable=None if r[9] is None else bool(r[9]), hint=r[10], field=r[11],
+            decided_by=r[12],
+        )
+
+    _EFFECT_COLS = ("key, run_id, action, status, intent_at, crossing_id, proposal_hash, "
+                    "performed, result, error, done_at")
+
+    @staticmethod
+    def _effect(r: tuple[Any, ...]) -> EffectRecord:
+        return EffectRecord(
+            key=r[0], run_id=r[1], action=r[2], status=r[3], intent_at=r[4], crossing_id=r[5],
+            proposal_hash=r[6], performed=r[7], result=_load(r[8]), error=r[9], done_at=r[10],
+        )
+
+    async def load_crossing(self, crossing_id: str) -> CrossingState | None:
+        row = self._one(f"SELECT {self._CROSSING_COLS} FROM crossings WHERE crossing_id=?",
+                        (crossing_id,))
+        if row is None:
+            return None
+        attempts = [self._attempt(r) for r in self._all(
+            f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE crossing_id=? ORDER BY attempt",
+            (crossing_id,))]
+        verdicts = [self._verdict(r) for r in self._all(
+            f"SELECT {self._VERDICT_COLS} FROM verdicts WHERE crossing_id=? "
+            "ORDER BY attempt, rowid", (crossing_id,))]
+        effect_row = self._one(f"SELECT {self._EFFECT_COLS} FROM effects WHERE crossing_id=?",
+                               (crossing_id,))
+        effect = None if effect_row is None else self._effect(effect_row)
+        return CrossingState(self._crossing(row), attempts, verdicts, effect)
+
+    def _upsert_crossing(self, db: sqlite3.Connection, c: CrossingRecord) -> None:
+        db.execute(
+            f"INSERT OR REPLACE INTO crossings ({self._CROSSING_COLS}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (c.crossing_id, c.run_id, c.seq, c.boundary, c.boundary_version, c.action,
+             _dump(c.verifiers), c.status, c.attempts, c.started_at, c.model_id, c.prompt_id,
+             c.prompt_version, c.committed_hash, _dump(c.outcome), c.ended_at, c.reason),
+        )
+
+    def _insert_verdicts(self, db: sqlite3.Connection, verdicts: Sequence[VerdictRecord]) -> None:
+        db.executemany(
+            f"INSERT INTO verdicts ({self._VERDICT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(v.crossing_id, v.attempt, v.verifier, v.verifier_version, v.verdict,
+              v.proposal_hash, v.at, v.code, v.message,
+              None if v.retryable is None else int(v.retryable), v.hint, v.field, v.decided_by)
+             for v in verdicts],
+        )
+
+    def _begin_effect(self, db: sqlite3.Connection, e: EffectRecord) -> EffectRecord:
+        db.execute(
+            f"INSERT OR IGNORE INTO effects ({self._EFFECT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (e.key, e.run_id, e.action, e.status, e.intent_at, e.crossing_id, e.proposal_hash,
+             e.performed, _dump(e.result), e.error, e.done_at),
+        )
+        row = db.execute(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?",
+                         (e.key,)).fetchone()
+        return self._effect(row)
+
+    async def save_attempt(
+        self,
+        crossing: CrossingRecord,
+        attempt: AttemptRecord,
+        verdicts: Sequence[VerdictRecord],
+        intent: EffectRecord | None,
+    ) -> EffectRecord | None:
+        a = attempt
+        with self._tx() as db:
+            self._upsert_crossing(db, crossing)
+            db.execute(
+                f"INSERT INTO attempts ({self._ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (a.crossing_id, a.attempt, a.kind, a.at, a.proposal_hash, a.raw,
+                 _dump(a.value), _dump(a.provenance), a.error_kind, a.error_message, a.retry_at),
+            )
+            self._insert_verdicts(db, verdicts)
+            return None if intent is None else self._begin_effect(db, intent)
+
+    async def save_crossing(self, crossing: CrossingRecord) -> None:
+        with self._tx() as db:
+            self._upsert_crossing(db, crossing)
+
+    def _finish_effect(self, db: sqlite3.Connection, e: EffectRecord) -> None:
+        db.execute("UPDATE effects SET status=?, result=?, error=?, done_at=?, performed=? "
+                   "WHERE key=?", (e.status, _dump(e.result), e.error, e.done_at, e.performed,
+                                   e.key))
+
+    async def finish_crossing(
+        self,
+        crossing: CrossingRecord,
+        *,
+        effect: EffectRecord | None,
+        step: StepRecord | None,
+        verdicts: Sequence[VerdictRecord] = (),
+    ) -> None:
+        with self._tx() as db:
+            self._upsert_crossing(db, crossing)
+            self._insert_verdicts(db, verdicts)
+            if effect is not None:
+                self._finish_effect(db, effect)
+            if step is not None:
+                self._insert_step(db, step)
+
+    def _by_run(self, table: str, cols: str, run_id: str | None, order: str) -> list[
+            tuple[Any, ...]]:
+        if run_id is None:
+            return self._all(f"SELECT {cols} FROM {table} ORDER BY {order}")
+        if table in ("attempts", "verdicts"):
+            return self._all(
+                f"SELECT {cols} FROM {table} WHERE crossing_id IN "
+                f"(SELECT crossing_id FROM crossings WHERE run_id=?) ORDER BY {order}", (run_id,))
+        return self._all(f"SELECT {cols} FROM {table} WHERE run_id=? ORDER BY {order}",
+                         (run_id,))
+
+    async def list_crossings(self, run_id: str | None = None) -> list[CrossingRecord]:
+        return [self._crossing(r) for r in self._by_run(
+            "crossings", self._CROSSING_COLS, run_id, "run_id, seq")]
+
+    async def list_attempts(self, run_id: str | None = None) -> list[AttemptRecord]:
+        return [self._attempt(r) for r in self._by_run(
+            "attempts", self._ATTEMPT_COLS, run_id, "crossing_id, attempt")]
+
+    async def list_verdicts(self, run_id: str | None = None) -> list[VerdictRecord]:
+        return [self._verdict(r) for r in self._by_run(
+            "verdicts", self._VERDICT_COLS, run_id, "crossing_id, attempt, rowid")]
+
+    # effects -----------------------------------------------------------------------------
+    async def begin_effect(self, intent: EffectRecord) -> EffectRecord:
+        with self._tx() as db:
+            return self._begin_effect(db, intent)
+
+    async def finish_effect(self, effect: EffectRecord, *, step: StepRecord | None = None) -> None:
+        with self._tx() as db:
+            self._finish_effect(db, effect)
+            if step is not None:
+                self._insert_step(db, step)
+
+    async def get_effect(self, key: str) -> EffectRecord | None:
+        row = self._one(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?", (key,))
+        return None if row is None else self._effect(row)
+
+    async def list_effects(self, run_id: str | None = None) -> list[EffectRecord]:
+        return [self._effect(r) for r in self._by_run("effects", self._EFFECT_COLS, run_id,
+                                                      "intent_at, key")]
+
+    # timers ------------------------------------------------------------------------------
+    _TIMER_COLS = "timer_id, run_id, fire_at, purpose, status, guard_key, guard_version, fired_at"
+
+    @staticmethod
+    def _timer(r: tuple[Any, ...]) -> TimerRecord:
+        return TimerRecord(timer_id=r[0], run_id=r[1], fire_at=r[2], purpose=r[3], status=r[4],
+                           guard_key=r[5], guard_version=r[6], fired_at=r[7])
+
+    async def add_timer(self, timer: TimerRecord) -> None:
+        t = timer
+        with self._tx() as db:
+            db.execute(f"INSERT OR IGNORE INTO timers ({self._TIMER_COLS}) "
+                       "VALUES (?,?,?,?,?,?,?,?)",
+                       (t.timer_id, t.run_id, t.fire_at, t.purpose, t.status, t.guard_key,
+                        t.guard_version, t.fired_at))
+
+    async def get_timer(self, timer_id: str) -> TimerRecord | None:
+        row = self._one(f"SELECT {self._TIMER_COLS} FROM timers WHERE timer_id=?", (timer_id,))
+        return None if row is None else self._timer(row)
+
+    async def fire_due_timers(self, now: str, *, limit: int = 10_000) -> list[TimerRecord]:
+        out: list[TimerRecord] = []
+        with self._tx() as db:
+            due = [self._timer(r) for r in db.execute(
+                f"SELECT {self._TIMER_COLS} FROM timers WHERE status='pending' AND fire_at <= ? "
+                "ORDER BY fire_at, timer_id LIMIT ?", (now, limit)).fetchall()]
+            for t in due:
+                status = "fired"
+                if t.guard_key is not None:
+                    namespace, _, key = t.guard_key.partition("/")
+                    row = db.execute("SELECT version FROM records WHERE namespace=? AND key=?",
+                                     (namespace, key)).fetchone()
+                    if row is None or row[0] != t.guard_version:
+                        status = "lapsed"
+                db.execute("UPDATE timers SET status=?, fired_at=? WHERE timer_id=?",
+                           (status, now, t.timer_id))
+                # Lapsed timers wake the run too: the waiting code must see the lapse.
+                self._wake(db, t.run_id, now)
+                out.append(replace(t, status="fired" if status == "fired" else "lapsed",
+                                   fired_at=now))
+        return out
+
+    async def next_timer_at(self) -> str | None:
+        row = self._one("SELECT min(fire_at) FROM timers WHERE status='pending'")
+        return None if row is None else row[0]
+
+    async def list_timers(
+        self, run_id: str | None = None, status: str | None = None
+    ) -> list[TimerRecord]:
+        sql, params = f"SELECT {self._TIMER_COLS} FROM timers WHERE 1=1", []
+        if run_id is not None:
+            sql += " AND run_id=?"
+            params.append(run_id)
+        if status is not None:
+            sql += " AND status=?"
+            params.append(status)
+        return [self._timer(r) for r in self._all(sql + " ORDER BY fire_at, timer_id", params)]
+
+    async def cancel_timer(self, timer_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE timers SET status='cancelled' WHERE timer_id=? AND "
+                       "status='pending'", (timer_id,))
+
+    # inbox -------------------------------------------------------------------------------
+    @staticmethod
+    def _message(r: tuple[Any, ...]) -> MessageRecord:
+        return MessageRecord(run_id=r[0], message_id=r[1], channel=r[2], payload=_load(r[3]),
+                             received_at=r[4], consumed_seq=r[5])
+
+    def _deliver(self, db: sqlite3.Connection, m: MessageRecord, now: str) -> bool:
+        new = db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?)",
+                         (m.run_id, m.message_id, m.channel, _dump(m.payload), m.received_at,
+                          None)).rowcount == 1
+        if new:
+            self._wake(db, m.run_id, now)
+        return new
+
+    async def deliver(self, message: MessageRecord, *, now: str) -> bool:
+        with self._tx() as db:
+            return self._deliver(db, message, now)
+
+    async def next_message(self, run_id: str, channel: str) -> MessageRecord | None:
+        row = self._one("SELECT * FROM messages WHERE run_id=? AND channel=? AND consumed_seq "
+                        "IS NULL ORDER BY received_at, rowid LIMIT 1", (run_id, channel))
+        return None if row is None else self._message(row)
+
+    async def consume_message(self, message: MessageRecord, step: StepRecord) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE messages SET consumed_seq=? WHERE run_id=? AND message_id=?",
+                       (step.seq, message.run_id, message.message_id))
+            self._insert_step(db, step)
+
+    async def list_messages(self, run_id: str) -> list[MessageRecord]:
+        return [self._message(r) for r in self._all(
+            "SELECT * FROM messages WHERE run_id=? ORDER BY received_at, rowid", (run_id,))]
+
+    # approvals ---------------------------------------------------------------------------
+    _APPROVAL_COLS = ("approval_id, run_id, crossing_id, boundary, proposal_hash, value, reason, "
+                      "role, created_at, status, sla_due, fallback, decided_by, decided_at, "
+                      "comment")
+
+    @staticmethod
+    def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
+        return ApprovalRecord(
+            approval_id=r[0], run_id=r[1], crossing_id=r[2], boundary=r[3], proposal_hash=r[4],
+            value=_load(r[5]), reason=r[6], role=r[7], created_at=r[8], status=r[9],
+            sla_due=r[10], fallback=_load(r[11]), decided_by=r[12], decided_at=r[13],
+            comment=r[14],
+        )
+
+    async def create_approval(self, approval: ApprovalRecord) -> None:
+        a = approval
+        with self._tx() as db:
+            db.execute(f"INSERT OR IGNORE INTO approvals ({self._APPROVAL_COLS}) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (a.approval_id, a.run_id, a.crossing_id, a.boundary, a.proposal_hash,
+                        _dump(a.value), a.reason, a.role, a.created_at, a.status, a.sla_due,
+                        _dump(a.fallback), a.decided_by, a.decided_at, a.comment))
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        row = self._one(f"SELECT {self._APPROVAL_COLS} FROM approvals WHERE approval_id=?",
+                        (approval_id,))
+        return None if row is None else self._approval(row)
+
+    async def list_approvals(
+        self, *, status: str | None = None, run_id: str | None = None
+    ) -> list[ApprovalRecord]:
+        sql, params = f"SELECT {self._APPROVAL_COLS} FROM approvals WHERE 1=1", []
+        if status is not None:
+            sql += " AND status=?"
+            params.append(status)
+        if run_id is not None:
+            sql += " AND run_id=?"
+            params.append(run_id)
+        return [self._approval(r) for r in self._all(sql + " ORDER BY created_at, approval_id",
+                                                      params)]
+
+    async def decide_approval(
+        self, approval: ApprovalRecord, message: MessageRecord, *, now: str
+    ) -> bool:
+        a = approval
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE approvals SET status=?, decided_by=?, decided_at=?, comment=?, role=?, "
+                "sla_due=?, value=?, proposal_hash=?, fallback=? "
+                "WHERE approval_id=? AND status='pending'",
+                (a.status, a.decided_by, a.decided_at, a.comment, a.role, a.sla_due,
+                 _dump(a.value), a.proposal_hash, _dump(a.fallback), a.approval_id),
+            ).rowcount == 1
+            if changed:
+                self._deliver(db, message, now)
+            return changed
+
+    # journal events ----------------------------------------------------------------------
+    def _append_event(self, db: sqlite3.Connection, e: EventRecord) -> int:
+        cur = db.execute("INSERT INTO events (run_id, kind, data, at) VALUES (?,?,?,?)",
+                         (e.run_id, e.kind, _dump(e.data), e.at))
+        return int(cur.lastrowid or 0)
+
+    async def append_event(self, event: EventRecord) -> int:
+        with self._tx() as db:
+            return self._append_event(db, event)
+
+    async def list_events(
+        self, run_id: str | None = None, kind: str | None = None
+    ) -> list[EventRecord]:
+        sql, params = "SELECT run_id, kind, data, at, event_id FROM events WHERE 1=1", []
+        if run_id is not None:
+            sql += " AND run_id=?"
+            params.append(run_id)
+        if kind is not None:
+            sql += " AND kind=?"
+            params.append(kind)
+        return [EventRecord(r[0], r[1], _load(r[2]), r[3], r[4])
+                for r in self._all(sql + " ORDER BY event_id", params)]
+
+    # versioned records -------------------------------------------------------------------
+    async def get_record(self, namespace: str, key: str) -> VersionedRecord | None:
+        row = self._one("SELECT version, value, updated_at FROM records WHERE namespace=? AND "
+                        "key=?", (namespace, key))
+        return None if row is None else VersionedRecord(namespace, key, row[0], _load(row[1]),
+                                                        row[2])
+
+    async def cas_record(
+        self, namespace: str, key: str, *, expected_version: int, value: Any, now: str,
+        event: EventRecord | None = None,
+    ) -> VersionedRecord | None:
+        new_version = expected_version + 1
+        with self._tx() as db:
+            if expected_version == 0:
+                won = db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?,?,?)",
+                                 (namespace, key, 1, _dump(value), now)).rowcount == 1
+            else:
+                won = db.execute(
+                    "UPDATE records SET version=?, value=?, updated_at=? WHERE namespace=? AND "
+                    "key=? AND version=?",
+                    (new_version, _dump(value), now, namespace, key, expected_version),
+                ).rowcount == 1
+            if won and event is not None:
+                self._append_event(db, event)
+        return VersionedRecord(namespace, key, new_version, value, now) if won else None
+
+    async def list_records(self, namespace: str) -> list[VersionedRecord]:
+        return [VersionedRecord(namespace, r[0], r[1], _load(r[2]), r[3]) for r in self._all(
+            "SELECT key, version, value, updated_at FROM records WHERE namespace=? ORDER BY key",
+            (namespace,))]
+
+    # topics ------------------------------------------------------------------------------
+    async def append_topic(
+        self, topic: str, *, key: str | None, payload: Any, headers: dict[str, Any],
+        event_time: str, now: str,
+    ) -> int:
+        with self._tx() as db:
+            last = db.execute("SELECT max(offset_) FROM topic_events WHERE topic=?",
+                              (topic,)).fetchone()[0]
+            offset = 1 if last is None else last + 1
+            db.execute("INSERT INTO topic_events VALUES (?,?,?,?,?,?,?)",
+                       (topic, offset, key, _dump(payload), _dump(headers), event_time, now))
+        return int(offset)
+
+    async def read_topic(self, topic: str, *, after: int, limit: int) -> list[TopicEvent]:
+        return [TopicEvent(topic, r[0], r[1], _load(r[2]), _load(r[3]), r[4], r[5])
+                for r in self._all(
+                    "SELECT offset_, key, payload, headers, event_time, appended_at FROM "
+                    "topic_events WHERE topic=? AND offset_ > ? ORDER BY offset_ LIMIT ?",
+                    (topic, after, limit))]
+
+    async def list_topics(self) -> list[tuple[str, int]]:
+        return [(r[0], r[1]) for r in self._all(
+            "SELECT topic, max(offset_) FROM topic_events GROUP BY topic ORDER BY topic")]
+
+    # meta --------------------------------------------------------------------------------
+    async def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
