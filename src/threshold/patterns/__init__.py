@@ -1,0 +1,1 @@
+"""The six runtime patterns, composed from the boundary and the runtime."""
