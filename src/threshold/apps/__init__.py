@@ -1,0 +1,1 @@
+"""Reference applications written against the public API."""

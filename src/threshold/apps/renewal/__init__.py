@@ -1,0 +1,1 @@
+"""The 90-day contract-renewal reference agent."""
