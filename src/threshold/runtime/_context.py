@@ -42,10 +42,14 @@ R = TypeVar("R")
 class RunContext:
     """The handle an agent function receives: ``async def agent(ctx, input) -> result``."""
 
-    def __init__(self, runtime: Runtime, run: RunRecord, steps: dict[int, StepRecord]) -> None:
+    def __init__(self, runtime: Runtime, run: RunRecord, steps: dict[int, StepRecord],
+                 unfinished_crossings: frozenset[int] = frozenset()) -> None:
         self.runtime = runtime
         self.run = run
         self._steps = steps
+        # Positions of crossings journaled but not finished (a crash cut them short): only
+        # these need their rows read back; every other new crossing starts from nothing.
+        self._unfinished = unfinished_crossings
         self._seq = 0
         self._random_draws = 0
         self._logical_now = from_iso(run.created_at)
@@ -231,7 +235,7 @@ class RunContext:
             return Crossing.from_json(recorded.result, boundary.output)
         self.runtime.check_killed(self.run_id)
         engine = CrossingEngine(self, seq, boundary, dict(inputs), dict(facts or {}),
-                                model or self.model_spec)
+                                model or self.model_spec, resume=seq in self._unfinished)
         result = await engine.run()
         if engine.step_record is not None:
             self._steps[seq] = engine.step_record

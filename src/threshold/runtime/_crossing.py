@@ -59,7 +59,8 @@ RAW_LIMIT = 256 * 1024  # characters of raw model output kept in the journal (di
 
 class CrossingEngine(Generic[M]):
     def __init__(self, ctx: RunContext, seq: int, boundary: Boundary[M], inputs: dict[str, Any],
-                 facts: dict[str, Any], model_spec: str) -> None:
+                 facts: dict[str, Any], model_spec: str, *, resume: bool) -> None:
+        self.resume = resume
         self.ctx, self.seq, self.boundary = ctx, seq, boundary
         self.inputs, self.facts, self.model_spec = inputs, facts, model_spec
         self.runtime = ctx.runtime
@@ -73,7 +74,7 @@ class CrossingEngine(Generic[M]):
 
     # entry -------------------------------------------------------------------------------
     async def run(self) -> Crossing[M]:
-        state = await self.store.load_crossing(self.crossing_id)
+        state = await self.store.load_crossing(self.crossing_id) if self.resume else None
         if state is None:
             b = self.boundary
             self.crossing = CrossingRecord(
@@ -84,15 +85,28 @@ class CrossingEngine(Generic[M]):
             self.verdicts: list[VerdictRecord] = []
             return await self._propose_loop()
         self.crossing, self.attempts, self.verdicts = state.crossing, state.attempts, state.verdicts
-        if state.effect is not None and state.effect.status != "done":
-            # Crash window: verdicts recorded, effect maybe performed, result not recorded.
-            accepted = self.attempts[-1]
-            value = self.boundary.output.model_validate(accepted.value)
-            return await self._commit(value, accepted.proposal_hash or "", state.effect,
-                                      decided_by=None)
         if self.crossing.status == "escalated":
             return await self._await_human()
-        return await self._propose_loop()
+        return await self._resume_open(state.effect)
+
+    async def _resume_open(self, effect: EffectRecord | None) -> Crossing[M]:
+        """Continue exactly where the journal stops: a crash after the verdicts were written
+        must lead to the decision those verdicts imply, not to a fresh proposal."""
+        last = self.attempts[-1] if self.attempts else None
+        if last is None or last.kind != "proposal":
+            return await self._propose_loop()
+        value = None if last.value is None else self.boundary.output.model_validate(last.value)
+        rejects = [Reject(v.code or "", v.message or "", bool(v.retryable), v.hint or "",
+                          v.field) for v in self.verdicts
+                   if v.attempt == last.attempt and v.verdict == "reject"]
+        if not rejects:
+            assert value is not None
+            # Effect intent recorded, effect maybe performed, result not recorded.
+            return await self._commit(value, last.proposal_hash or "", effect, decided_by=None)
+        action = self.boundary.on_reject.decide(rejects, last.attempt)
+        if isinstance(action, Retry):
+            return await self._propose_loop()
+        return await self._reject_action(action, rejects, value, last.proposal_hash or "")
 
     # propose -> verify -------------------------------------------------------------------
     async def _propose_loop(self) -> Crossing[M]:

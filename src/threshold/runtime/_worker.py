@@ -117,7 +117,10 @@ class Worker:
                                    error=f"no deployed definition of {run.agent} "
                                          f"version {run.agent_version}")
             return
-        ctx = RunContext(rt, run, await store.load_steps(run.run_id))
+        steps = await store.load_steps(run.run_id)
+        unfinished = frozenset(c.seq for c in await store.list_crossings(run.run_id)
+                               if c.seq not in steps)
+        ctx = RunContext(rt, run, steps, unfinished)
         try:
             argument: Any = run.input
             if definition.input_type is not None:

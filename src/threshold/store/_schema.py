@@ -24,8 +24,7 @@ SQLITE_MIGRATIONS: dict[int, list[str]] = {
             started_at TEXT NOT NULL, model_id TEXT NOT NULL, prompt_id TEXT NOT NULL,
             prompt_version TEXT NOT NULL, committed_hash TEXT, outcome TEXT,
             ended_at TEXT, reason TEXT)""",
-        "CREATE INDEX crossings_run ON crossings(run_id)",
-        """CREATE TABLE attempts (
+                """CREATE TABLE attempts (
             crossing_id TEXT NOT NULL, attempt INTEGER NOT NULL, kind TEXT NOT NULL,
             at TEXT NOT NULL, proposal_hash TEXT, raw TEXT, value TEXT, provenance TEXT,
             error_kind TEXT, error_message TEXT, retry_at TEXT,

@@ -34,7 +34,9 @@ from threshold.store._records import (
 from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 
-def _dump(value: Any) -> str:
+def _dump(value: Any) -> str | None:
+    if value is None:
+        return None
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
@@ -307,14 +309,19 @@ class SQLiteStore:
 
     def _upsert_crossing(self, db: sqlite3.Connection, c: CrossingRecord) -> None:
         db.execute(
-            f"INSERT OR REPLACE INTO crossings ({self._CROSSING_COLS}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO crossings ({self._CROSSING_COLS}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (crossing_id) DO UPDATE SET "
+            "status=excluded.status, attempts=excluded.attempts, "
+            "committed_hash=excluded.committed_hash, outcome=excluded.outcome, "
+            "ended_at=excluded.ended_at, reason=excluded.reason",
             (c.crossing_id, c.run_id, c.seq, c.boundary, c.boundary_version, c.action,
              _dump(c.verifiers), c.status, c.attempts, c.started_at, c.model_id, c.prompt_id,
              c.prompt_version, c.committed_hash, _dump(c.outcome), c.ended_at, c.reason),
         )
 
     def _insert_verdicts(self, db: sqlite3.Connection, verdicts: Sequence[VerdictRecord]) -> None:
+        if not verdicts:
+            return
         db.executemany(
             f"INSERT INTO verdicts ({self._VERDICT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(v.crossing_id, v.attempt, v.verifier, v.verifier_version, v.verdict,
@@ -324,11 +331,13 @@ class SQLiteStore:
         )
 
     def _begin_effect(self, db: sqlite3.Connection, e: EffectRecord) -> EffectRecord:
-        db.execute(
+        inserted = db.execute(
             f"INSERT OR IGNORE INTO effects ({self._EFFECT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (e.key, e.run_id, e.action, e.status, e.intent_at, e.crossing_id, e.proposal_hash,
              e.performed, _dump(e.result), e.error, e.done_at),
-        )
+        ).rowcount == 1
+        if inserted:
+            return e
         row = db.execute(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?",
                          (e.key,)).fetchone()
         return self._effect(row)
@@ -380,10 +389,12 @@ class SQLiteStore:
             tuple[Any, ...]]:
         if run_id is None:
             return self._all(f"SELECT {cols} FROM {table} ORDER BY {order}")
-        if table in ("attempts", "verdicts"):
+        if table in ("attempts", "verdicts", "crossings"):
+            # Crossing ids are "<run_id>/<seq>": a primary-key range scan finds a run's rows
+            # without a second index to maintain on every write.
             return self._all(
-                f"SELECT {cols} FROM {table} WHERE crossing_id IN "
-                f"(SELECT crossing_id FROM crossings WHERE run_id=?) ORDER BY {order}", (run_id,))
+                f"SELECT {cols} FROM {table} WHERE crossing_id > ? AND crossing_id < ? "
+                f"ORDER BY {order}", (run_id + "/", run_id + "0"))
         return self._all(f"SELECT {cols} FROM {table} WHERE run_id=? ORDER BY {order}",
                          (run_id,))
 
