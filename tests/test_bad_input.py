@@ -7,10 +7,10 @@ import asyncio
 import json
 from typing import Any
 
-from helpers import Ledger, offer_boundary, scripted_runtime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import Ledger, offer_boundary, scripted_runtime
 from threshold import Abort, RejectPolicy, RunContext, TransportPolicy
 
 json_values = st.recursive(

@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from helpers import Ledger, Offer, offer_boundary, offer_json, scripted_runtime
 
+from helpers import Ledger, Offer, offer_boundary, offer_json, scripted_runtime
 from threshold import Abort, Escalate, RejectPolicy, RunContext, TransportPolicy
 from threshold.errors import MalformedResponse, ServerError, UnauthorizedError
 from threshold.models import Completion
@@ -58,7 +58,7 @@ def test_reject_after_budget_is_never_reported_as_success() -> None:
     """When the retry budget runs out the crossing aborts: no commit, no effect, typed rejects."""
     ledger = Ledger()
     policy = RejectPolicy(max_attempts=2, exhausted=Abort("budget"))
-    runtime, crossing, model = run_one([offer_json(pct=90)], offer_boundary(ledger, policy=policy))
+    _, crossing, model = run_one([offer_json(pct=90)], offer_boundary(ledger, policy=policy))
     assert crossing.outcome == "aborted" and not crossing.committed
     assert crossing.value is None and crossing.effect_result is None
     assert [r.code for r in crossing.rejects] == ["policy.cap"]

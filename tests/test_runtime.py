@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Ledger, offer_boundary, offer_json, scripted_runtime
 
+from helpers import Ledger, offer_boundary, offer_json, scripted_runtime
 from threshold import RunContext, Runtime, VirtualClock, open_store
 from threshold.errors import SchemaVersionError
 from threshold.store import SCHEMA_VERSION
