@@ -37,6 +37,14 @@ class RunKilled(Signal):
         self.run_id, self.principal, self.reason = run_id, principal, reason
 
 
+class ThrottleExceeded(Signal):
+    """A durable throttle refused one more side effect; nothing was consumed or performed."""
+
+    def __init__(self, rule: str, reason: str, policy_version: str) -> None:
+        super().__init__(f"throttled by {rule} (policy {policy_version}): {reason}")
+        self.rule, self.reason, self.policy_version = rule, reason, policy_version
+
+
 # --- usage errors ------------------------------------------------------------------------
 
 
@@ -111,6 +119,15 @@ class UnauthorizedError(UsageError):
 
 class NotFoundError(UsageError):
     """A run, approval, topic or record does not exist."""
+
+
+class UnroutableTaskError(UsageError):
+    """A delegated sub-task has a type that no sub-agent of the routing table handles."""
+
+    def __init__(self, orchestrator: str, task_type: str, known: list[str]) -> None:
+        super().__init__(f"orchestrator {orchestrator!r} has no route for task type "
+                         f"{task_type!r}; routed types: {', '.join(sorted(known)) or 'none'}")
+        self.orchestrator, self.task_type, self.known = orchestrator, task_type, known
 
 
 # --- runtime failures --------------------------------------------------------------------
@@ -198,6 +215,57 @@ class StaleWriteError(RuntimeFailure):
     def __init__(self, key: str, expected: int, actual: int | None) -> None:
         super().__init__(f"stale write to {key}: expected version {expected}, found {actual}")
         self.key, self.expected, self.actual = key, expected, actual
+
+
+class CoordinationFailed(RuntimeFailure):
+    """A coordination pattern (delegation, fan-out, saga) could not reach a result."""
+
+
+class DelegationFailed(CoordinationFailed):
+    """A fail-fast sub-agent gave no result, or the merged result is incomplete."""
+
+    def __init__(self, orchestrator: str, child: str | None, reason: str) -> None:
+        where = f" (child {child})" if child else ""
+        super().__init__(f"delegation {orchestrator!r} failed{where}: {reason}")
+        self.orchestrator, self.child, self.reason = orchestrator, child, reason
+
+
+class GatherFailed(CoordinationFailed):
+    """A fan-out gathered too few accepted proposals, or its vote found no quorum."""
+
+    def __init__(self, fanout: str, reason: str) -> None:
+        super().__init__(f"fan-out {fanout!r} failed: {reason}")
+        self.fanout, self.reason = fanout, reason
+
+
+class SagaAborted(CoordinationFailed):
+    """A saga stopped and its committed steps were compensated, newest first."""
+
+    def __init__(self, saga: str, step: str | None, reason: str,
+                 compensated: list[str]) -> None:
+        at = f" at step {step}" if step else ""
+        super().__init__(f"saga {saga!r} aborted{at}: {reason}; compensated "
+                         f"{', '.join(compensated) or 'nothing'}")
+        self.saga, self.step, self.reason, self.compensated = saga, step, reason, compensated
+
+
+class StepFailed(RuntimeFailure):
+    """A supervised child's step raised; recorded, and raised again identically on replay."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"step {name} failed: {message}")
+        self.name, self.message = name, message
+
+
+class RestartLimitExceeded(RuntimeFailure):
+    """A supervisor saw more restarts than its intensity allows and nobody let it go on."""
+
+    def __init__(self, supervisor: str, child: str, restarts: int, within_s: float,
+                 reason: str) -> None:
+        super().__init__(f"supervisor {supervisor!r}: child {child!r} failed {restarts} times "
+                         f"within {within_s:g} s; {reason}")
+        self.supervisor, self.child, self.restarts = supervisor, child, restarts
+        self.within_s, self.reason = within_s, reason
 
 
 class NondeterminismError(RuntimeFailure):

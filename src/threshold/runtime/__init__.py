@@ -4,10 +4,11 @@ from threshold.runtime._approvals import SLA_ACTOR, decide, principal_roles
 from threshold.runtime._context import RunContext
 from threshold.runtime._crossing import HUMAN_VERIFIER
 from threshold.runtime._results import Crossing
-from threshold.runtime._runtime import AgentDef, CrashHook, Runtime
+from threshold.runtime._runtime import Actor, AgentDef, CrashHook, Runtime
 from threshold.runtime._worker import Worker
 
 __all__ = [
+    "Actor",
     "HUMAN_VERIFIER",
     "SLA_ACTOR",
     "AgentDef",

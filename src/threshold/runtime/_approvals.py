@@ -28,9 +28,15 @@ def principal_roles(principal: str) -> set[str]:
     return {r for r in roles.split("+") if r}
 
 
+def required_roles(role: str) -> set[str]:
+    """``counsel+human_specialist`` (or ``counsel + human_specialist``, as policy files write
+    it) needs a principal holding both roles."""
+    return {r.strip() for r in role.split("+") if r.strip()}
+
+
 def default_authorize(principal: str, role: str) -> bool:
-    roles = principal_roles(principal)
-    return role in roles or "admin" in roles
+    roles, needed = principal_roles(principal), required_roles(role)
+    return (bool(needed) and needed <= roles) or "admin" in roles
 
 
 async def decide(runtime: Runtime, approval_id: str, *, approve: bool, principal: str,

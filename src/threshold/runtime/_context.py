@@ -11,16 +11,16 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
 from threshold.boundary import Boundary
 from threshold.clock import from_iso, to_iso
 from threshold.effects import EffectContext
-from threshold.errors import EffectFailed, NondeterminismError, Suspend
+from threshold.errors import ConfigError, EffectFailed, NondeterminismError, Suspend
 from threshold.ids import derive_seed, idempotency_key
 from threshold.runtime._results import Crossing
 from threshold.store import (
@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A journal position taken ahead of its operation (``RunContext.take_position``)."""
+
+    seq: int
+    kind: str
+    name: str
+    recorded: StepRecord | None
 
 
 class RunContext:
@@ -96,15 +106,20 @@ class RunContext:
         return step
 
     # plain journaled steps ---------------------------------------------------------------
-    async def step(self, name: str, fn: Callable[..., R | Awaitable[R]], *args: Any) -> R:
+    @overload
+    async def step(self, name: str, fn: Callable[..., Awaitable[R]], *args: Any) -> R: ...
+
+    @overload
+    async def step(self, name: str, fn: Callable[..., R], *args: Any) -> R: ...
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` once and journal its JSON result; replays return the record.
 
         For reads of the outside world and computations whose result must not change on
         replay. Side effects belong in ``effect`` (idempotency keys) or a boundary."""
         seq, recorded = self._next("step", name)
         if recorded is not None:
-            replayed: R = recorded.result
-            return replayed
+            return recorded.result
         outcome = fn(*args)
         if inspect.isawaitable(outcome):
             outcome = await outcome
@@ -228,17 +243,41 @@ class RunContext:
         facts: Mapping[str, Any] | None = None,
     ) -> Crossing[M]:
         """Propose, verify, then commit or reject, durably. See ``threshold.runtime._crossing``."""
+        return await self.cross_at(self.take_position("cross", boundary.name), boundary, inputs,
+                                   model=model, facts=facts)
+
+    def take_position(self, kind: str, name: str) -> Position:
+        """Take the next journal position now for an operation run later.
+
+        Concurrent patterns take every task's position in a fixed order before starting
+        the tasks, so neither the event loop nor a semaphore decides the journal order.
+        Raises ``NondeterminismError`` when the journal holds another operation there."""
+        seq, recorded = self._next(kind, name)
+        return Position(seq, kind, name, recorded)
+
+    async def cross_at(
+        self,
+        position: Position,
+        boundary: Boundary[M],
+        inputs: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> Crossing[M]:
+        """``cross`` at a position taken with ``take_position("cross", boundary.name)``."""
         from threshold.runtime._crossing import CrossingEngine
 
-        seq, recorded = self._next("cross", boundary.name)
-        if recorded is not None:
-            return Crossing.from_json(recorded.result, boundary.output)
+        if (position.kind, position.name) != ("cross", boundary.name):
+            raise ConfigError(f"position {position.seq} was taken for {position.kind}:"
+                              f"{position.name}, not cross:{boundary.name}")
+        if position.recorded is not None:
+            return Crossing.from_json(position.recorded.result, boundary.output)
         self.runtime.check_killed(self.run_id)
-        engine = CrossingEngine(self, seq, boundary, dict(inputs), dict(facts or {}),
-                                model or self.model_spec, resume=seq in self._unfinished)
+        engine = CrossingEngine(self, position.seq, boundary, dict(inputs), dict(facts or {}),
+                                model or self.model_spec, resume=position.seq in self._unfinished)
         result = await engine.run()
         if engine.step_record is not None:
-            self._steps[seq] = engine.step_record
+            self._steps[position.seq] = engine.step_record
         return result
 
     @property

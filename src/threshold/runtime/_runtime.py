@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -33,6 +34,21 @@ from threshold.store import (
 )
 
 AgentFn = Callable[..., Awaitable[Any]]
+
+
+class Actor(Protocol):
+    """Something outside the runs that acts at clock times: a simulated approver or
+    customer. The worker asks it before advancing a virtual clock, so actors and timers
+    interleave in time order."""
+
+    async def next_due(self) -> datetime | None:
+        """When this actor next wants to act (None: nothing pending)."""
+        ...
+
+    async def act(self, now: datetime) -> int:
+        """Do everything due by ``now``; return how many things were done."""
+        ...
+
 F = TypeVar("F", bound=AgentFn)
 CrashHook = Callable[[str], None]
 
@@ -81,6 +97,7 @@ class Runtime:
         self._agents: dict[tuple[str, str], AgentDef] = {}
         self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
         self._killed: set[str] = set()
+        self.actors: list[Actor] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     # definitions -------------------------------------------------------------------------
@@ -99,6 +116,10 @@ class Runtime:
 
     def definition(self, name: str, version: str) -> AgentDef | None:
         return self._agents.get((name, version))
+
+    def definitions(self) -> list[AgentDef]:
+        """Every registered agent definition, by name and version."""
+        return [self._agents[key] for key in sorted(self._agents)]
 
     def latest_version(self, name: str) -> str | None:
         versions = [v for (n, v) in self._agents if n == name]
@@ -170,8 +191,10 @@ class Runtime:
     def may_kill(self, principal: str) -> bool:
         if self.kill_principals is None:
             return self.authorize(principal, "admin")
-        return principal in self.kill_principals or any(
-            f"role:{r}" in self.kill_principals for r in _roles(principal))
+        # A bare name in the list admits that person whatever role they act in.
+        return principal in self.kill_principals or principal.partition("@")[0] in \
+            self.kill_principals or any(f"role:{r}" in self.kill_principals
+                                        for r in _roles(principal))
 
     async def kill(self, *, principal: str, reason: str, run_id: str | None = None) -> int:
         """Stop one run (or all, with ``run_id=None``). Refused for unauthorized principals;
@@ -199,13 +222,25 @@ class Runtime:
         return stopped
 
     def check_killed(self, run_id: str) -> None:
-        if run_id in self._killed or "*" in self._killed:
+        if self.is_killed(run_id):
             raise RunKilled(run_id, "kill switch", "stopped by the kill switch")
+
+    def is_killed(self, run_id: str) -> bool:
+        return run_id in self._killed or "*" in self._killed
 
     async def refresh_kills(self) -> None:
         """Pick up kill switches thrown by other processes."""
         if await self.store.get_meta("kill:*") is not None:
             self._killed.add("*")
+
+    async def refresh_run_kills(self, run_ids: Iterable[str]) -> None:
+        """Pick up kill switches other processes threw at these runs (the ones executing
+        here), so a run stops mid-crossing without waiting for its next one."""
+        await self.refresh_kills()
+        for run_id in run_ids:
+            if run_id not in self._killed and await self.store.get_meta(f"kill:{run_id}") \
+                    is not None:
+                self._killed.add(run_id)
 
     # crash injection ---------------------------------------------------------------------
     def crash_point(self, window: str) -> None:

@@ -7,6 +7,7 @@ gone, or a crashed runtime in this process) or with an expired lease are claimed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import traceback
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from threshold.clock import VirtualClock, from_iso, to_iso
-from threshold.errors import NondeterminismError, RunKilled, Suspend
+from threshold.errors import NondeterminismError, RunKilled, StoreError, Suspend
 from threshold.runtime._context import RunContext
 from threshold.runtime._runtime import Runtime
 from threshold.store import EventRecord, RunRecord
@@ -25,6 +26,7 @@ from threshold.store import EventRecord, RunRecord
 # Runtimes alive in this process, by owner id: a crashed in-process runtime is not here.
 _LIVE_OWNERS: set[str] = set()
 _CLOCK_META = "clock.virtual_now"
+KILL_POLL_SECONDS = 0.25  # real time; a kill switch stops an executing run within this
 
 
 class Worker:
@@ -32,6 +34,7 @@ class Worker:
         self.runtime = runtime
         self.store = runtime.store
         self.owner = runtime.owner
+        self._kill_cancelled: set[str] = set()
 
     async def run_until_idle(self) -> int:
         _LIVE_OWNERS.add(self.owner)
@@ -42,7 +45,9 @@ class Worker:
                 executed += await self._round()
                 if await self._has_ready():
                     continue
-                nxt = await self.store.next_timer_at()
+                if await self._run_actors():
+                    continue
+                nxt = await self._next_due()
                 if nxt is None:
                     return executed
                 await self._advance_to(nxt)
@@ -54,13 +59,13 @@ class Worker:
         try:
             await self._restore_virtual_time()
             while stop is None or not stop():
-                if await self._round():
+                if await self._round() or await self._run_actors():
                     continue
-                nxt = await self.store.next_timer_at()
+                nxt = await self._next_due()
                 if nxt is not None and isinstance(self.runtime.clock, VirtualClock):
                     await self._advance_to(nxt)
                     continue
-                await asyncio.sleep(poll_seconds)
+                await self._idle(poll_seconds, nxt)
         finally:
             _LIVE_OWNERS.discard(self.owner)
 
@@ -75,10 +80,73 @@ class Worker:
             limit=rt.concurrency, dead_owners=await self._dead_owners())
         if not claimed:
             return 0
-        async with asyncio.TaskGroup() as group:
-            for run in claimed:
-                group.create_task(self.execute(run))
+        executing: dict[str, asyncio.Task[None]] = {}
+        watcher: asyncio.Task[None] | None = None
+        heartbeat = asyncio.create_task(self._renew_leases())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for run in claimed:
+                    executing[run.run_id] = group.create_task(self.execute(run))
+                watcher = asyncio.create_task(self._watch_kills(executing))
+        finally:
+            for task in (watcher, heartbeat):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         return len(claimed)
+
+    async def _renew_leases(self) -> None:
+        """Keep this worker's leases alive while its runs execute, so a lease lapses when
+        the worker dies or hangs, not because a run is slow (another worker would take it)."""
+        rt = self.runtime
+        while True:
+            await asyncio.sleep(max(rt.lease_seconds / 3, 0.05))
+            until = rt.lease_clock.now() + timedelta(seconds=rt.lease_seconds)
+            with contextlib.suppress(StoreError):  # the store is down; try again next beat
+                await self.store.renew_leases(self.owner, lease_until=to_iso(until))
+
+    async def _idle(self, poll_seconds: float, nxt: str | None) -> None:
+        """Nothing to do: wait at most ``poll_seconds``, less if a timer is due sooner, and
+        wake early when the store announces work (the optional ``wait_for_work``, e.g.
+        PostgreSQL's LISTEN/NOTIFY)."""
+        delay = poll_seconds
+        if nxt is not None:
+            due_in = (from_iso(nxt) - self.runtime.clock.now()).total_seconds()
+            delay = min(delay, max(due_in, 0.01))
+        wait_for_work = getattr(self.store, "wait_for_work", None)
+        if wait_for_work is None:
+            await asyncio.sleep(delay)
+        else:
+            await wait_for_work(delay)
+
+    async def _watch_kills(self, executing: dict[str, asyncio.Task[None]]) -> None:
+        """Stop a killed run mid-call or mid-loop, not only at its next crossing: every
+        ``KILL_POLL_SECONDS`` of real time, look for kill switches and cancel their runs."""
+        rt = self.runtime
+        while True:
+            await asyncio.sleep(KILL_POLL_SECONDS)
+            live = [run_id for run_id, task in executing.items() if not task.done()]
+            await rt.refresh_run_kills(live)
+            for run_id in live:
+                if rt.is_killed(run_id):
+                    self._kill_cancelled.add(run_id)
+                    executing[run_id].cancel(f"kill switch: {run_id}")
+
+    async def _run_actors(self) -> int:
+        done = 0
+        for actor in self.runtime.actors:
+            done += await actor.act(self.runtime.clock.now())
+        return done
+
+    async def _next_due(self) -> str | None:
+        """The earliest of the next timer and every actor's next action."""
+        candidates = [await self.store.next_timer_at()]
+        for actor in self.runtime.actors:
+            due = await actor.next_due()
+            candidates.append(None if due is None else to_iso(due))
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
 
     async def _has_ready(self) -> bool:
         counts = await self.store.count_runs()
@@ -132,6 +200,14 @@ class Worker:
         except RunKilled as exc:
             await store.finish_run(run.run_id, status="killed", now=to_iso(rt.clock.now()),
                                    error=str(exc))
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            # Only the kill watcher's cancellation ends here; a worker shutdown propagates.
+            if run.run_id not in self._kill_cancelled or task is None or task.uncancel() > 0:
+                raise
+            await store.finish_run(run.run_id, status="killed", now=to_iso(rt.clock.now()),
+                                   error="stopped by the kill switch while executing")
             return
         except NondeterminismError as exc:
             await self._fail(run, exc, "nondeterminism")

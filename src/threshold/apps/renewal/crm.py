@@ -1,0 +1,113 @@
+"""The CRM of record: real tables beside the journal, written only through effects.
+
+Every write carries its effect's idempotency key as the primary key, so a write repeated
+after a crash (the outbox's one open window) lands once. Compensations delete by that key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from threshold.apps.renewal.customers import Customer
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS crm_accounts (
+        customer_id TEXT PRIMARY KEY, contract TEXT NOT NULL, monthly_charges REAL NOT NULL,
+        tenure_months INTEGER NOT NULL, internet_service TEXT NOT NULL, status TEXT NOT NULL,
+        updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS crm_signals (
+        effect_key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, source TEXT NOT NULL,
+        risk INTEGER NOT NULL, finding TEXT NOT NULL, at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS crm_offers (
+        effect_key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, discount_pct INTEGER NOT NULL,
+        term_months INTEGER NOT NULL, plan TEXT NOT NULL, message_id TEXT, at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS crm_contracts (
+        effect_key TEXT PRIMARY KEY, customer_id TEXT NOT NULL UNIQUE, outcome TEXT NOT NULL,
+        discount_pct INTEGER NOT NULL, term_months INTEGER NOT NULL,
+        monthly_revenue REAL NOT NULL, at TEXT NOT NULL)""",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CrmCounts:
+    accounts: int
+    signals: int
+    offers: int
+    contracts: int
+    retained_monthly_revenue: float
+
+
+class SqliteCrm:
+    """CRM tables in the store's SQLite file (its own connection), or in memory."""
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    @classmethod
+    def for_store_url(cls, url: str) -> SqliteCrm:
+        if url.startswith("sqlite:///"):
+            return cls(url.removeprefix("sqlite:///"))
+        return cls(":memory:")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def upsert_account(self, customer: Customer, status: str, at: str) -> None:
+        self._db.execute(
+            "INSERT INTO crm_accounts VALUES (?,?,?,?,?,?,?) ON CONFLICT (customer_id) DO "
+            "UPDATE SET status=excluded.status, updated_at=excluded.updated_at",
+            (customer.customer_id, customer.contract, customer.monthly_charges,
+             customer.tenure_months, customer.internet_service, status, at))
+
+    def write_signal(self, key: str, customer_id: str, source: str, risk: int, finding: str,
+                     at: str) -> bool:
+        return self._db.execute("INSERT OR IGNORE INTO crm_signals VALUES (?,?,?,?,?,?)",
+                                (key, customer_id, source, risk, finding, at)).rowcount == 1
+
+    def delete_signal(self, key: str) -> bool:
+        return self._db.execute("DELETE FROM crm_signals WHERE effect_key = ?",
+                                (key,)).rowcount == 1
+
+    def record_offer(self, key: str, customer_id: str, discount_pct: int, term_months: int,
+                     plan: str, message_id: str | None, at: str) -> bool:
+        return self._db.execute("INSERT OR IGNORE INTO crm_offers VALUES (?,?,?,?,?,?,?)",
+                                (key, customer_id, discount_pct, term_months, plan,
+                                 message_id, at)).rowcount == 1
+
+    def record_contract(self, key: str, customer_id: str, outcome: str, discount_pct: int,
+                        term_months: int, monthly_revenue: float, at: str) -> bool:
+        return self._db.execute(
+            "INSERT OR IGNORE INTO crm_contracts VALUES (?,?,?,?,?,?,?)",
+            (key, customer_id, outcome, discount_pct, term_months, monthly_revenue,
+             at)).rowcount == 1
+
+    def signals_of(self, customer_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT source, risk, finding FROM crm_signals WHERE "
+                                "customer_id = ? ORDER BY source", (customer_id,)).fetchall()
+        return [{"source": s, "risk": r, "finding": f} for s, r, f in rows]
+
+    def max_committed_discount(self) -> int:
+        row = self._db.execute("SELECT max(discount_pct) FROM crm_contracts").fetchone()
+        return int(row[0] or 0)
+
+    def counts(self) -> CrmCounts:
+        one = self._db.execute
+        return CrmCounts(
+            accounts=one("SELECT count(*) FROM crm_accounts").fetchone()[0],
+            signals=one("SELECT count(*) FROM crm_signals").fetchone()[0],
+            offers=one("SELECT count(*) FROM crm_offers").fetchone()[0],
+            contracts=one("SELECT count(*) FROM crm_contracts").fetchone()[0],
+            retained_monthly_revenue=round(one(
+                "SELECT coalesce(sum(monthly_revenue), 0) FROM crm_contracts WHERE outcome "
+                "IN ('renewed', 'renewed_with_offer', 'restructured')").fetchone()[0], 2))
