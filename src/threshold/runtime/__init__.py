@@ -8,9 +8,9 @@ from threshold.runtime._runtime import Actor, AgentDef, CrashHook, Runtime
 from threshold.runtime._worker import Worker
 
 __all__ = [
-    "Actor",
     "HUMAN_VERIFIER",
     "SLA_ACTOR",
+    "Actor",
     "AgentDef",
     "CrashHook",
     "Crossing",

@@ -269,6 +269,8 @@ class CrossingEngine(Generic[M]):
             fallback=_fallback_json(action))
         self.crossing = replace(self.crossing, status="escalated", reason=reason)
         await self.store.create_approval(approval)
+        # After a crash before save_crossing the first approval stands; arm *its* SLA.
+        approval = await self.store.get_approval(approval.approval_id) or approval
         await self.store.save_crossing(self.crossing)
         await self.store.append_event(EventRecord(
             self.ctx.run_id, "escalated", {"crossing_id": self.crossing_id, "role": action.role,
@@ -286,6 +288,10 @@ class CrossingEngine(Generic[M]):
             timer = None
             if approval.sla_due is not None:
                 timer = await self.store.get_timer(sla_timer_id(approval))
+                if timer is None:  # a crash came between the approval and its SLA timer
+                    await self.store.add_timer(TimerRecord(sla_timer_id(approval),
+                                                           self.ctx.run_id, approval.sla_due,
+                                                           "approval_sla"))
             if timer is None or timer.status == "pending":
                 raise Suspend(f"awaiting {approval.role} for {approval.approval_id}")
             return await self._apply_fallback(approval)

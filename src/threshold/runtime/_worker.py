@@ -221,11 +221,17 @@ class Worker:
                                result=result)
 
     async def _fail(self, run: RunRecord, exc: Exception, kind: str) -> None:
+        if isinstance(exc, StoreError) and await self._lost_lease(run):
+            return  # another worker took the run over (our lease lapsed); it finishes it
         now = to_iso(self.runtime.clock.now())
         detail = "".join(traceback.format_exception_only(exc)).strip()
         await self.store.append_event(EventRecord(run.run_id, f"run.{kind}", {
             "error": detail, "type": type(exc).__name__}, now))
         await self.store.finish_run(run.run_id, status="failed", now=now, error=detail)
+
+    async def _lost_lease(self, run: RunRecord) -> bool:
+        current = await self.store.get_run(run.run_id)
+        return current is None or current.lease_owner != self.owner
 
 
 def _pid_alive(pid: int) -> bool:
