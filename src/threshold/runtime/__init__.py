@@ -4,7 +4,8 @@ from threshold.runtime._approvals import SLA_ACTOR, decide, principal_roles
 from threshold.runtime._context import RunContext
 from threshold.runtime._crossing import HUMAN_VERIFIER
 from threshold.runtime._results import Crossing
-from threshold.runtime._runtime import Actor, AgentDef, CrashHook, Runtime
+from threshold.runtime._runtime import Actor, AgentDef, CrashHook, Runtime, Shadow
+from threshold.runtime._tracer import NoopTracer, SpanHandle, Tracer
 from threshold.runtime._worker import Worker
 
 __all__ = [
@@ -14,8 +15,12 @@ __all__ = [
     "AgentDef",
     "CrashHook",
     "Crossing",
+    "NoopTracer",
     "RunContext",
     "Runtime",
+    "Shadow",
+    "SpanHandle",
+    "Tracer",
     "Worker",
     "decide",
     "principal_roles",

@@ -86,6 +86,10 @@ class RunContext:
         return random.Random(derive_seed(self.run.seed, self.run.run_id, "random",
                                          self._random_draws))
 
+    def recorded(self, seq: int) -> StepRecord | None:
+        """The journaled step at position ``seq``, if any."""
+        return self._steps.get(seq)
+
     def _max_recorded_seq(self) -> int:
         return max(self._steps, default=0)
 
@@ -120,9 +124,12 @@ class RunContext:
         seq, recorded = self._next("step", name)
         if recorded is not None:
             return recorded.result
-        outcome = fn(*args)
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
+        served, outcome = (False, None) if self.runtime.shadow is None else \
+            self.runtime.shadow.step_result(self.run_id, seq, name)
+        if not served:
+            outcome = fn(*args)
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
         await self.runtime.store.record_step(self._step(seq, "step", name, outcome))
         return outcome
 
@@ -132,8 +139,25 @@ class RunContext:
         if recorded is not None:
             return
         step = self._step(seq, "event", kind, data)
-        await self.runtime.store.append_event(EventRecord(self.run_id, kind, data, step.at))
-        await self.runtime.store.record_step(step)
+        await self.runtime.store.append_event(EventRecord(self.run_id, kind, data, step.at),
+                                              step=step)
+
+    async def stage(self, name: str, fn: Callable[[], Awaitable[R]]) -> R:
+        """Run ``fn`` (which journals its own operations) as one stage of the run.
+
+        Once the stage has completed, a resumed run skips it in one step: its recorded
+        result comes back and the journal position jumps past the stage's operations, so a
+        long run re-executes only the stage it is in. A stage cut short by a crash re-runs,
+        its finished operations returning their records as usual. ``fn`` must return JSON."""
+        seq, recorded = self._next("stage", name)
+        if recorded is not None:
+            self._seq = int(recorded.result["end"])
+            replayed: R = recorded.result["value"]
+            return replayed
+        value = await fn()
+        await self.runtime.store.record_step(self._step(seq, "stage", name,
+                                                        {"end": self._seq, "value": value}))
+        return value
 
     # effects -----------------------------------------------------------------------------
     async def effect(
@@ -164,7 +188,8 @@ class RunContext:
         ectx = EffectContext(key, self.run_id, seq, action, self.runtime.clock.now(),
                              int(maybe_performed))
         try:
-            result = await fn(ectx)
+            shadow = self.runtime.shadow
+            result = await (fn(ectx) if shadow is None else shadow.effect(action, ectx, None))
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             failed = replace(stored, status="failed", error=message, performed=stored.performed

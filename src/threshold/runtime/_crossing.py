@@ -9,6 +9,7 @@ the journal, re-performing an effect with the same idempotency key at most.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 HUMAN_VERIFIER = "human"
+# Crossings, rejects and escalations are logged here; silent unless the host configures
+# logging (threshold.observability.configure_logging writes JSON lines).
+_log = logging.getLogger("threshold")
+_log.addHandler(logging.NullHandler())
 RAW_LIMIT = 256 * 1024  # characters of raw model output kept in the journal (digest covers all)
 
 
@@ -74,6 +79,23 @@ class CrossingEngine(Generic[M]):
 
     # entry -------------------------------------------------------------------------------
     async def run(self) -> Crossing[M]:
+        with self.runtime.tracer.span(f"crossing {self.boundary.name}", **{
+                "threshold.run_id": self.ctx.run_id, "threshold.crossing_id": self.crossing_id,
+                "threshold.boundary": self.boundary.name,
+                "threshold.boundary_version": self.boundary.version}) as span:
+            result = await self._run()
+            span.set(**{"threshold.outcome": result.outcome,
+                        "threshold.attempts": result.attempts})
+        level = logging.INFO if result.outcome == "committed" else logging.WARNING
+        if _log.isEnabledFor(level):
+            _log.log(level, "crossing %s", result.outcome, extra={
+                "run_id": self.ctx.run_id, "crossing_id": self.crossing_id,
+                "boundary": self.boundary.name, "outcome": result.outcome,
+                "attempts": result.attempts, "decided_by": result.decided_by,
+                "reason": result.reason or None})
+        return result
+
+    async def _run(self) -> Crossing[M]:
         state = await self.store.load_crossing(self.crossing_id) if self.resume else None
         if state is None:
             b = self.boundary
@@ -118,8 +140,7 @@ class CrossingEngine(Generic[M]):
                 await self._wait_backoff(last)
             request = self._request(attempt_no)
             try:
-                completion = await self.runtime.models.get(self.model_spec).complete(request)
-                text = _decode(completion)
+                completion, text = await self._call_model(request, attempt_no)
             except TransportError as exc:
                 outcome = await self._transport_failure(attempt_no, exc)
                 if outcome is None:
@@ -143,6 +164,11 @@ class CrossingEngine(Generic[M]):
             self.attempts.append(attempt)
             self.verdicts.extend(records)
             self.runtime.crash_point("after_verdict")
+            if rejects and _log.isEnabledFor(logging.INFO):
+                _log.info("proposal rejected", extra={
+                    "run_id": self.ctx.run_id, "crossing_id": self.crossing_id,
+                    "boundary": b.name, "attempt": attempt_no,
+                    "codes": [r.code for r in rejects]})
             if not rejects:
                 assert value is not None
                 return await self._commit(value, phash, stored, decided_by=None)
@@ -150,6 +176,26 @@ class CrossingEngine(Generic[M]):
             if isinstance(action, Retry):
                 continue
             return await self._reject_action(action, rejects, value, phash)
+
+    async def _call_model(self, request: ModelRequest, attempt_no: int) -> tuple[
+            Completion, str]:
+        """One attempt's model call, in a span named by the GenAI semantic conventions."""
+        model = self.runtime.models.get(self.model_spec)
+        spec = model.spec
+        with self.runtime.tracer.span(f"chat {spec.id}", **{
+                "gen_ai.operation.name": "chat", "gen_ai.system": spec.provider,
+                "gen_ai.provider.name": spec.provider, "gen_ai.request.model": spec.id,
+                "gen_ai.request.temperature": request.sampling.temperature,
+                "gen_ai.request.max_tokens": request.sampling.max_tokens,
+                "gen_ai.request.seed": request.seed, "threshold.attempt": attempt_no,
+                "threshold.crossing_id": self.crossing_id,
+                "threshold.prompt_hash": request.prompt_hash}) as span:
+            completion = await model.complete(request)
+            span.set(**{"gen_ai.response.model": completion.served_model or spec.id,
+                        "gen_ai.usage.input_tokens": completion.tokens_in,
+                        "gen_ai.usage.output_tokens": completion.tokens_out,
+                        "gen_ai.response.finish_reasons": [completion.finish_reason or ""]})
+            return completion, _decode(completion)
 
     def _request(self, attempt_no: int) -> ModelRequest:
         b = self.boundary
@@ -268,6 +314,10 @@ class CrossingEngine(Generic[M]):
             sla_due=None if action.sla is None else to_iso(now + action.sla),
             fallback=_fallback_json(action))
         self.crossing = replace(self.crossing, status="escalated", reason=reason)
+        _log.warning("crossing escalated", extra={
+            "run_id": self.ctx.run_id, "crossing_id": self.crossing_id,
+            "boundary": self.boundary.name, "role": action.role, "reason": reason,
+            "approval_id": approval.approval_id})
         await self.store.create_approval(approval)
         # After a crash before save_crossing the first approval stands; arm *its* SLA.
         approval = await self.store.get_approval(approval.approval_id) or approval
@@ -336,6 +386,18 @@ class CrossingEngine(Generic[M]):
     async def _commit(self, value: M, phash: str, intent: EffectRecord | None, *,
                       decided_by: str | None,
                       verdicts: list[VerdictRecord] | None = None) -> Crossing[M]:
+        with self.runtime.tracer.span(f"effect {self.boundary.action}", **{
+                "threshold.effect.action": self.boundary.action,
+                "threshold.effect.key": self.key, "threshold.proposal_hash": phash,
+                "threshold.decided_by": decided_by or ""}) as span:
+            result = await self._perform(value, phash, intent, decided_by=decided_by,
+                                         verdicts=verdicts)
+            span.set(**{"threshold.outcome": result.outcome})
+            return result
+
+    async def _perform(self, value: M, phash: str, intent: EffectRecord | None, *,
+                       decided_by: str | None,
+                       verdicts: list[VerdictRecord] | None = None) -> Crossing[M]:
         effect_result: Any = None
         done: EffectRecord | None = None
         if self.boundary.commit is not None:
@@ -345,8 +407,11 @@ class CrossingEngine(Generic[M]):
             else:
                 ectx = EffectContext(intent.key, self.ctx.run_id, self.seq, self.boundary.action,
                                      self.runtime.clock.now(), intent.performed)
+                shadow = self.runtime.shadow
                 try:
-                    effect_result = await self.boundary.commit(value, ectx)
+                    effect_result = await (
+                        self.boundary.commit(value, ectx) if shadow is None else
+                        shadow.effect(self.boundary.action, ectx, value.model_dump(mode="json")))
                 except Exception as exc:
                     message = f"{type(exc).__name__}: {exc}"
                     failed = replace(intent, status="failed", error=message,

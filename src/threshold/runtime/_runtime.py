@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from threshold.clock import Clock, SystemClock, VirtualClock, to_iso
+from threshold.effects import EffectContext
 from threshold.errors import (
     ConfigError,
     NotFoundError,
@@ -24,6 +25,7 @@ from threshold.errors import (
 from threshold.ids import IdFactory
 from threshold.models import ModelRegistry, normalize_spec
 from threshold.runtime._approvals import decide, default_authorize
+from threshold.runtime._tracer import NOOP_TRACER, Tracer
 from threshold.store import (
     TERMINAL_RUN_STATUSES,
     ApprovalRecord,
@@ -48,6 +50,22 @@ class Actor(Protocol):
     async def act(self, now: datetime) -> int:
         """Do everything due by ``now``; return how many things were done."""
         ...
+
+
+class Shadow(Protocol):
+    """Stands in for the outside world while a journal is replayed (``threshold.replay``):
+    effects are recorded instead of performed, and ``ctx.step`` results (reads of the
+    world) are served from the journal being replayed instead of read again."""
+
+    async def effect(self, action: str, effect: EffectContext, payload: Any) -> Any:
+        """What performing ``action`` returns (the recorded result), or raise its failure.
+        ``payload`` is the committed proposal of a boundary, None for ``ctx.effect``."""
+        ...
+
+    def step_result(self, run_id: str, seq: int, name: str) -> tuple[bool, Any]:
+        """``(True, result)`` when the replayed journal holds step ``name`` at ``seq``."""
+        ...
+
 
 F = TypeVar("F", bound=AgentFn)
 CrashHook = Callable[[str], None]
@@ -81,6 +99,8 @@ class Runtime:
         crash_hook: CrashHook | None = None,
         authorize: Callable[[str, str], bool] = default_authorize,
         kill_principals: frozenset[str] | None = None,
+        tracer: Tracer | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -93,7 +113,11 @@ class Runtime:
         self.authorize = authorize
         # Who may use the kill switch; None means any principal with the 'admin' role.
         self.kill_principals = kill_principals
+        # Spans for runs, crossings, model calls and effects (threshold.observability).
+        self.tracer: Tracer = tracer or NOOP_TRACER
         self._crash_hook = crash_hook
+        # Replay only: effects go to this shadow ledger, never to the outside world.
+        self.shadow = shadow
         self._agents: dict[tuple[str, str], AgentDef] = {}
         self._schemas: dict[type[BaseModel], dict[str, Any]] = {}
         self._killed: set[str] = set()

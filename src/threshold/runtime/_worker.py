@@ -21,7 +21,7 @@ from threshold.clock import VirtualClock, from_iso, to_iso
 from threshold.errors import NondeterminismError, RunKilled, StoreError, Suspend
 from threshold.runtime._context import RunContext
 from threshold.runtime._runtime import Runtime
-from threshold.store import EventRecord, RunRecord
+from threshold.store import EventRecord, RunRecord, StepRecord
 
 # Runtimes alive in this process, by owner id: a crashed in-process runtime is not here.
 _LIVE_OWNERS: set[str] = set()
@@ -34,6 +34,8 @@ class Worker:
         self.runtime = runtime
         self.store = runtime.store
         self.owner = runtime.owner
+        # Journals of the runs this worker executed, kept between their resumes.
+        self._steps_cache: dict[str, dict[int, StepRecord]] = {}
         self._kill_cancelled: set[str] = set()
 
     async def run_until_idle(self) -> int:
@@ -178,6 +180,13 @@ class Worker:
         return dead
 
     async def execute(self, run: RunRecord) -> None:
+        # One span per execution (a run that suspends and resumes has several).
+        with self.runtime.tracer.span(f"run {run.agent}", **{
+                "threshold.run_id": run.run_id, "threshold.agent": run.agent,
+                "threshold.agent_version": run.agent_version}):
+            await self._execute(run)
+
+    async def _execute(self, run: RunRecord) -> None:
         rt, store = self.runtime, self.store
         definition = rt.definition(run.agent, run.agent_version)
         if definition is None:
@@ -185,10 +194,7 @@ class Worker:
                                    error=f"no deployed definition of {run.agent} "
                                          f"version {run.agent_version}")
             return
-        steps = await store.load_steps(run.run_id)
-        unfinished = frozenset(c.seq for c in await store.list_crossings(run.run_id)
-                               if c.seq not in steps)
-        ctx = RunContext(rt, run, steps, unfinished)
+        ctx = RunContext(rt, run, *await self._journal(run.run_id))
         try:
             argument: Any = run.input
             if definition.input_type is not None:
@@ -215,12 +221,24 @@ class Worker:
         except Exception as exc:
             await self._fail(run, exc, "error")
             return
+        self._steps_cache.pop(run.run_id, None)
         if isinstance(result, BaseModel):
             result = result.model_dump(mode="json")
         await store.finish_run(run.run_id, status="completed", now=to_iso(rt.clock.now()),
                                result=result)
 
+    async def _journal(self, run_id: str) -> tuple[dict[int, StepRecord], frozenset[int]]:
+        """The run's journal: from this worker's cache when no one else wrote to it since
+        (the run context appends to the cached dict as it records), else from the store."""
+        last, count, open_crossings = await self.store.journal_head(run_id)
+        steps = self._steps_cache.get(run_id)
+        if steps is None or max(steps, default=0) != last or len(steps) != count:
+            steps = await self.store.load_steps(run_id)
+            self._steps_cache[run_id] = steps
+        return steps, frozenset(open_crossings)
+
     async def _fail(self, run: RunRecord, exc: Exception, kind: str) -> None:
+        self._steps_cache.pop(run.run_id, None)
         if isinstance(exc, StoreError) and await self._lost_lease(run):
             return  # another worker took the run over (our lease lapsed); it finishes it
         now = to_iso(self.runtime.clock.now())

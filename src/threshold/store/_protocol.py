@@ -80,6 +80,12 @@ class Store(Protocol):
 
     async def record_step(self, step: StepRecord) -> None: ...
 
+    async def journal_head(self, run_id: str) -> tuple[int, int, list[int]]:
+        """The run's last journaled step, its number of steps, and the positions of its
+        crossings still open (begun, not finished): enough for a worker to tell whether its
+        cached journal of the run is current, and where to resume."""
+        ...
+
     # crossings ---------------------------------------------------------------------------
     async def load_crossing(self, crossing_id: str) -> CrossingState | None: ...
 
@@ -172,7 +178,9 @@ class Store(Protocol):
         ...
 
     # journal events ----------------------------------------------------------------------
-    async def append_event(self, event: EventRecord) -> int: ...
+    async def append_event(self, event: EventRecord, *, step: StepRecord | None = None) -> int:
+        """Journal ``event`` (and the run step that wrote it, if given) in one write."""
+        ...
 
     async def list_events(
         self, run_id: str | None = None, kind: str | None = None

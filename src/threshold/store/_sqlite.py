@@ -7,6 +7,7 @@ durability the runtime promises; power loss may lose the last transactions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,17 @@ from threshold.store._records import (
 from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 
+# The handle of each database file whose group-commit batch is open in this process.
+_OPEN_BATCHES: dict[str, SQLiteStore] = {}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _dump(value: Any) -> str | None:
     if value is None:
         return None
@@ -47,8 +59,13 @@ def _load(text: str | None) -> Any:
 class SQLiteStore:
     """A ``Store`` on one SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str, *, url: str | None = None, migrate: bool = False) -> None:
+    def __init__(self, path: str, *, url: str | None = None, migrate: bool = False,
+                 group_commit: bool = True) -> None:
         self.url = url or f"sqlite:///{path}"
+        self._group_commit = group_commit
+        self._path = path if path == ":memory:" else str(Path(path).resolve())
+        self._batch_open = False
+        self._waiters: list[asyncio.Future[None]] = []
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -84,17 +101,90 @@ class SQLiteStore:
                     db.execute(statement)
                 db.execute("UPDATE schema_version SET version = ?", (version,))
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's connection, for application tables that must share its transactions
+        (an application table written on another connection would wait on the batch)."""
+        return self._db
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write. Inside an event loop, writes of the same loop tick share one
+        transaction (group commit): each runs in a savepoint, so a failing write undoes only
+        itself, and its caller resumes from ``_sync`` only after the shared COMMIT."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        loop = _running_loop()
+        other = _OPEN_BATCHES.get(self._path)
+        if other is not None and other is not self:
+            # Another handle on this file in this process holds the write lock until its
+            # tick ends; waiting for it here would block that very tick. Commit it now.
+            other._flush()
+        if loop is None or not self._group_commit:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            else:
+                db.execute("COMMIT")
+            return
+        if not self._batch_open:
+            db.execute("BEGIN IMMEDIATE")
+            self._batch_open = True
+            if self._path != ":memory:":
+                _OPEN_BATCHES[self._path] = self
+            loop.call_soon(self._flush)
+        db.execute("SAVEPOINT write")
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
             raise
-        else:
-            db.execute("COMMIT")
+        db.execute("RELEASE write")
+
+    async def _sync(self) -> None:
+        """Wait until the writes made so far are committed.
+
+        A write is done once its statements ran; only its commit is awaited here. So a task
+        cancelled while waiting still sees its write through, as a write with no await in
+        it would, and the cancellation is delivered at the task's next await instead."""
+        if not self._batch_open:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        cancelled = False
+        while not waiter.done():
+            try:
+                await asyncio.shield(waiter)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+                task.cancel()
+        waiter.result()
+
+    def _flush(self) -> None:
+        if not self._batch_open:
+            return  # committed early, or the store was closed
+        waiters, self._waiters = self._waiters, []
+        self._batch_open = False
+        if _OPEN_BATCHES.get(self._path) is self:
+            del _OPEN_BATCHES[self._path]
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreError(f"group commit failed: {exc}"))
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
@@ -104,6 +194,8 @@ class SQLiteStore:
         return row
 
     async def close(self) -> None:
+        if self._batch_open:
+            self._flush()
         self._db.close()
 
     # runs --------------------------------------------------------------------------------
@@ -128,7 +220,9 @@ class SQLiteStore:
                  run.seed, _dump(run.pins), _dump(run.result), run.error, run.created_at,
                  run.updated_at, run.lease_owner, run.lease_until, run.parent_run_id),
             )
-            return cur.rowcount == 1
+            _result = cur.rowcount == 1
+        await self._sync()
+        return _result
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = self._one(f"SELECT {self._RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
@@ -162,6 +256,7 @@ class SQLiteStore:
                 "lease_until=NULL WHERE run_id=?",
                 (status, _dump(result), error, now, run_id),
             )
+        await self._sync()
 
     async def suspend_run(self, run_id: str, *, owner: str, now: str) -> None:
         with self._tx() as db:
@@ -173,11 +268,28 @@ class SQLiteStore:
                 (now, run_id, owner),
             )
             db.execute("DELETE FROM meta WHERE key = ?", (f"wake:{run_id}",))
+        await self._sync()
 
     async def set_run_pins(self, run_id: str, pins: dict[str, Any], *, now: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET pins=?, updated_at=? WHERE run_id=?",
                        (_dump(pins), now, run_id))
+        await self._sync()
+
+    async def migrate_run(self, run_id: str, *, agent_version: str, pins: dict[str, Any],
+                          event: EventRecord, now: str) -> bool:
+        """Move a run that is not executing to another agent version and pins, ready to
+        run again, with the journal event that says who did it; False if it is executing
+        or finished (``threshold.replay.migrate_run`` checks compatibility first)."""
+        with self._tx() as db:
+            moved = db.execute(
+                "UPDATE runs SET agent_version=?, pins=?, status='ready', error=NULL, "
+                "updated_at=? WHERE run_id=? AND status IN ('ready', 'waiting', 'stranded')",
+                (agent_version, _dump(pins), now, run_id)).rowcount == 1
+            if moved:
+                self._append_event(db, event)
+        await self._sync()
+        return moved
 
     async def claim_runs(
         self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
@@ -195,6 +307,7 @@ class SQLiteStore:
             # A run claimed now starts from a clean slate: older wake marks are consumed.
             for row in rows:
                 db.execute("DELETE FROM meta WHERE key = ?", (f"wake:{row[0]}",))
+        await self._sync()
         return sorted((self._run(r) for r in rows), key=lambda r: (r.updated_at, r.run_id))
 
     async def lease_owners(self) -> list[str]:
@@ -203,13 +316,16 @@ class SQLiteStore:
 
     async def renew_leases(self, owner: str, *, lease_until: str) -> int:
         with self._tx() as db:
-            return db.execute("UPDATE runs SET lease_until=? WHERE lease_owner=?",
+            _result = db.execute("UPDATE runs SET lease_until=? WHERE lease_owner=?",
                               (lease_until, owner)).rowcount
+        await self._sync()
+        return _result
 
     async def release_run(self, run_id: str, owner: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET status='ready', lease_owner=NULL, lease_until=NULL "
                        "WHERE run_id=? AND lease_owner=? AND status='running'", (run_id, owner))
+        await self._sync()
 
     def _wake(self, db: sqlite3.Connection, run_id: str, now: str) -> bool:
         woke = db.execute("UPDATE runs SET status='ready', updated_at=? "
@@ -221,7 +337,9 @@ class SQLiteStore:
 
     async def wake_run(self, run_id: str, *, now: str) -> bool:
         with self._tx() as db:
-            return self._wake(db, run_id, now)
+            _result = self._wake(db, run_id, now)
+        await self._sync()
+        return _result
 
     # steps -------------------------------------------------------------------------------
     async def load_steps(self, run_id: str) -> dict[int, StepRecord]:
@@ -231,6 +349,15 @@ class SQLiteStore:
                 "SELECT seq, kind, name, result, at FROM steps WHERE run_id=? ORDER BY seq",
                 (run_id,))
         }
+
+    async def journal_head(self, run_id: str) -> tuple[int, int, list[int]]:
+        row = self._one("SELECT max(seq), count(*) FROM steps WHERE run_id=?", (run_id,))
+        open_seqs = [r[0] for r in self._all(
+            "SELECT seq FROM crossings WHERE crossing_id > ? AND crossing_id < ? AND status IN "
+            "('open', 'escalated')", (run_id + "/", run_id + "0"))]
+        if row is None or row[0] is None:
+            return 0, 0, sorted(open_seqs)
+        return int(row[0]), int(row[1]), sorted(open_seqs)
 
     def _insert_step(self, db: sqlite3.Connection, step: StepRecord) -> None:
         try:
@@ -243,6 +370,7 @@ class SQLiteStore:
     async def record_step(self, step: StepRecord) -> None:
         with self._tx() as db:
             self._insert_step(db, step)
+        await self._sync()
 
     # crossings ---------------------------------------------------------------------------
     _CROSSING_COLS = ("crossing_id, run_id, seq, boundary, boundary_version, action, verifiers, "
@@ -358,11 +486,14 @@ class SQLiteStore:
                  _dump(a.value), _dump(a.provenance), a.error_kind, a.error_message, a.retry_at),
             )
             self._insert_verdicts(db, verdicts)
-            return None if intent is None else self._begin_effect(db, intent)
+            _result = None if intent is None else self._begin_effect(db, intent)
+        await self._sync()
+        return _result
 
     async def save_crossing(self, crossing: CrossingRecord) -> None:
         with self._tx() as db:
             self._upsert_crossing(db, crossing)
+        await self._sync()
 
     def _finish_effect(self, db: sqlite3.Connection, e: EffectRecord) -> None:
         db.execute("UPDATE effects SET status=?, result=?, error=?, done_at=?, performed=? "
@@ -384,6 +515,7 @@ class SQLiteStore:
                 self._finish_effect(db, effect)
             if step is not None:
                 self._insert_step(db, step)
+        await self._sync()
 
     def _by_run(self, table: str, cols: str, run_id: str | None, order: str) -> list[
             tuple[Any, ...]]:
@@ -413,13 +545,16 @@ class SQLiteStore:
     # effects -----------------------------------------------------------------------------
     async def begin_effect(self, intent: EffectRecord) -> EffectRecord:
         with self._tx() as db:
-            return self._begin_effect(db, intent)
+            _result = self._begin_effect(db, intent)
+        await self._sync()
+        return _result
 
     async def finish_effect(self, effect: EffectRecord, *, step: StepRecord | None = None) -> None:
         with self._tx() as db:
             self._finish_effect(db, effect)
             if step is not None:
                 self._insert_step(db, step)
+        await self._sync()
 
     async def get_effect(self, key: str) -> EffectRecord | None:
         row = self._one(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?", (key,))
@@ -444,6 +579,7 @@ class SQLiteStore:
                        "VALUES (?,?,?,?,?,?,?,?)",
                        (t.timer_id, t.run_id, t.fire_at, t.purpose, t.status, t.guard_key,
                         t.guard_version, t.fired_at))
+        await self._sync()
 
     async def get_timer(self, timer_id: str) -> TimerRecord | None:
         row = self._one(f"SELECT {self._TIMER_COLS} FROM timers WHERE timer_id=?", (timer_id,))
@@ -469,6 +605,7 @@ class SQLiteStore:
                 self._wake(db, t.run_id, now)
                 out.append(replace(t, status="fired" if status == "fired" else "lapsed",
                                    fired_at=now))
+        await self._sync()
         return out
 
     async def next_timer_at(self) -> str | None:
@@ -491,6 +628,7 @@ class SQLiteStore:
         with self._tx() as db:
             db.execute("UPDATE timers SET status='cancelled' WHERE timer_id=? AND "
                        "status='pending'", (timer_id,))
+        await self._sync()
 
     # inbox -------------------------------------------------------------------------------
     @staticmethod
@@ -508,7 +646,9 @@ class SQLiteStore:
 
     async def deliver(self, message: MessageRecord, *, now: str) -> bool:
         with self._tx() as db:
-            return self._deliver(db, message, now)
+            _result = self._deliver(db, message, now)
+        await self._sync()
+        return _result
 
     async def next_message(self, run_id: str, channel: str) -> MessageRecord | None:
         row = self._one("SELECT * FROM messages WHERE run_id=? AND channel=? AND consumed_seq "
@@ -520,6 +660,7 @@ class SQLiteStore:
             db.execute("UPDATE messages SET consumed_seq=? WHERE run_id=? AND message_id=?",
                        (step.seq, message.run_id, message.message_id))
             self._insert_step(db, step)
+        await self._sync()
 
     async def list_messages(self, run_id: str) -> list[MessageRecord]:
         return [self._message(r) for r in self._all(
@@ -547,6 +688,7 @@ class SQLiteStore:
                        (a.approval_id, a.run_id, a.crossing_id, a.boundary, a.proposal_hash,
                         _dump(a.value), a.reason, a.role, a.created_at, a.status, a.sla_due,
                         _dump(a.fallback), a.decided_by, a.decided_at, a.comment))
+        await self._sync()
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         row = self._one(f"SELECT {self._APPROVAL_COLS} FROM approvals WHERE approval_id=?",
@@ -580,7 +722,9 @@ class SQLiteStore:
             ).rowcount == 1
             if changed:
                 self._deliver(db, message, now)
-            return changed
+            _result = changed
+        await self._sync()
+        return _result
 
     # journal events ----------------------------------------------------------------------
     def _append_event(self, db: sqlite3.Connection, e: EventRecord) -> int:
@@ -588,9 +732,13 @@ class SQLiteStore:
                          (e.run_id, e.kind, _dump(e.data), e.at))
         return int(cur.lastrowid or 0)
 
-    async def append_event(self, event: EventRecord) -> int:
+    async def append_event(self, event: EventRecord, *, step: StepRecord | None = None) -> int:
         with self._tx() as db:
-            return self._append_event(db, event)
+            if step is not None:
+                self._insert_step(db, step)
+            _result = self._append_event(db, event)
+        await self._sync()
+        return _result
 
     async def list_events(
         self, run_id: str | None = None, kind: str | None = None
@@ -629,6 +777,7 @@ class SQLiteStore:
                 ).rowcount == 1
             if won and event is not None:
                 self._append_event(db, event)
+        await self._sync()
         return VersionedRecord(namespace, key, new_version, value, now) if won else None
 
     async def list_records(self, namespace: str) -> list[VersionedRecord]:
@@ -647,7 +796,24 @@ class SQLiteStore:
             offset = 1 if last is None else last + 1
             db.execute("INSERT INTO topic_events VALUES (?,?,?,?,?,?,?)",
                        (topic, offset, key, _dump(payload), _dump(headers), event_time, now))
+        await self._sync()
         return int(offset)
+
+    async def append_topic_batch(
+        self, topic: str, events: Sequence[tuple[str | None, Any, dict[str, Any], str]], *,
+        now: str,
+    ) -> list[int]:
+        """Append ``(key, payload, headers, event_time)`` events in order in one write; their
+        offsets. An optional capability beside the protocol's ``append_topic``:
+        ``Topic.publish_many`` uses it where a store has it."""
+        with self._tx() as db:
+            last = db.execute("SELECT max(offset_) FROM topic_events WHERE topic=?",
+                              (topic,)).fetchone()[0] or 0
+            rows = [(topic, last + i, key, _dump(payload), _dump(headers), event_time, now)
+                    for i, (key, payload, headers, event_time) in enumerate(events, 1)]
+            db.executemany("INSERT INTO topic_events VALUES (?,?,?,?,?,?,?)", rows)
+        await self._sync()
+        return [int(row[1]) for row in rows]
 
     async def read_topic(self, topic: str, *, after: int, limit: int) -> list[TopicEvent]:
         return [TopicEvent(topic, r[0], r[1], _load(r[2]), _load(r[3]), r[4], r[5])
@@ -668,3 +834,4 @@ class SQLiteStore:
     async def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        await self._sync()

@@ -33,7 +33,7 @@ from threshold.boundary import (
 )
 from threshold.clock import from_iso, to_iso
 from threshold.effects import EffectContext
-from threshold.runtime import Crossing, RunContext
+from threshold.runtime import RunContext
 
 AGENT = "renewal"
 AGENT_VERSION = "1"
@@ -86,63 +86,93 @@ def build_boundaries(world: World) -> dict[str, Boundary[Any]]:
 
 
 async def renewal(world: World, ctx: RunContext, inp: RenewalInput) -> dict[str, Any]:
+    """Each stage is journaled as a whole once done, so the many resumes of a 90-day run
+    (every timer and message wakes it) replay a handful of steps, not the whole history."""
     b = world.boundaries
     c = inp.customer
-    opened = from_iso(inp.window_open_at)
-    day0 = opened + timedelta(days=90)
+    day0 = from_iso(inp.window_open_at) + timedelta(days=90)
     facts = {"tenant": c.customer_id}
 
-    # day -90: the window opens; the row's compare-and-swap refuses a duplicate trigger.
-    opened_row = await world.rows.transition(ctx, c.customer_id, "window_open",
-                                             {"day0": to_iso(day0)})
-    if "refused" in opened_row:
-        await ctx.event("gate.duplicate_trigger", row=c.customer_id, why=opened_row["refused"])
-        return {"outcome": "refused_duplicate", "why": opened_row["refused"]}
-    signals = await world.gather_signals(ctx, c)
-    # day -60: score and strategy.
-    await ctx.sleep_until(day0 - timedelta(days=60), purpose="score")
-    await world.rows.transition(ctx, c.customer_id, "scoring", {"signals": signals})
-    eol = await ctx.step("eol.check", world.eol_notice, c.internet_service, to_iso(ctx.now()))
-    strategy = await ctx.cross(b["strategy"], {
-        "signal_risk": signals["risk"], "contract": c.contract,
-        "monthly_charges": c.monthly_charges, "plan_eol": bool(eol)}, facts=facts)
-    approach = strategy.value.model_dump() if strategy.value else {
-        "approach": "standard", "max_discount_pct": 0, "risk_score": signals["risk"]}
-    # mid-flight: a product end-of-life event on the topic is absorbed by the row.
-    await ctx.sleep_until(day0 - timedelta(days=46), purpose="eol.watch")
-    if not eol:
+    async def open_window() -> dict[str, Any]:
+        # day -90: the row's compare-and-swap refuses a duplicate trigger (P5 + P4).
+        row = await world.rows.transition(ctx, c.customer_id, "window_open",
+                                          {"day0": to_iso(day0)})
+        if "refused" in row:
+            await ctx.event("gate.duplicate_trigger", row=c.customer_id, why=row["refused"])
+            return {"refused": row["refused"]}
+        return await world.gather_signals(ctx, c)
+
+    signals = await ctx.stage("open", open_window)
+    if "refused" in signals:
+        return {"outcome": "refused_duplicate", "why": signals["refused"]}
+
+    async def score() -> dict[str, Any]:
+        # day -60: score and strategy.
+        await ctx.sleep_until(day0 - timedelta(days=60), purpose="score")
+        await world.rows.transition(ctx, c.customer_id, "scoring", {"signals": signals})
         eol = await ctx.step("eol.check", world.eol_notice, c.internet_service,
                              to_iso(ctx.now()))
-        if eol:
-            await world.rows.absorb(ctx, c.customer_id, {"plan_eol": eol})
-            approach = {**approach, "approach": "restructure",
-                        "max_discount_pct": max(approach["max_discount_pct"], 10)}
-    # day -30: outreach across the pricing boundary.
-    await ctx.sleep_until(day0 - timedelta(days=30), purpose="outreach")
-    if approach["approach"] == "let_go":
-        return await _finish(world, ctx, c, "churned", 0, 12, "strategy let the contract go")
-    offer = await ctx.cross(b["offer"], {
-        "customer_id": c.customer_id, "contract": c.contract,
-        "monthly_charges": c.monthly_charges, "max_discount_pct": approach["max_discount_pct"],
-        "plan_eol": bool(eol)}, facts=facts)
-    if not offer.committed or offer.value is None:
-        await world.rows.transition(ctx, c.customer_id, "human_required",
-                                    {"reason": offer.reason})
-        return await _finish(world, ctx, c, "escalated", 0, 12, f"offer {offer.outcome}")
-    await world.rows.transition(ctx, c.customer_id, "offer_sent", offer.value.model_dump())
-    reply = await _await_reply(world, ctx, c, offer)
-    # day -7: close or escalate.
+        strategy = await ctx.cross(b["strategy"], {
+            "signal_risk": signals["risk"], "contract": c.contract,
+            "monthly_charges": c.monthly_charges, "plan_eol": bool(eol)}, facts=facts)
+        approach = strategy.value.model_dump() if strategy.value else {
+            "approach": "standard", "max_discount_pct": 0, "risk_score": signals["risk"]}
+        return {**approach, "plan_eol": eol}
+
+    approach = await ctx.stage("score", score)
+
+    async def midflight() -> dict[str, Any]:
+        # A product end-of-life event on the topic (P3) is absorbed by the row.
+        await ctx.sleep_until(day0 - timedelta(days=46), purpose="eol.watch")
+        if approach["plan_eol"]:
+            return approach
+        eol = await ctx.step("eol.check", world.eol_notice, c.internet_service,
+                             to_iso(ctx.now()))
+        if not eol:
+            return approach
+        await world.rows.absorb(ctx, c.customer_id, {"plan_eol": eol})
+        return {**approach, "approach": "restructure", "plan_eol": eol,
+                "max_discount_pct": max(approach["max_discount_pct"], 10)}
+
+    approach = await ctx.stage("midflight", midflight)
+
+    async def outreach() -> dict[str, Any]:
+        # day -30: the offer crosses the pricing boundary (P4 gates, P6 on breach).
+        await ctx.sleep_until(day0 - timedelta(days=30), purpose="outreach")
+        if approach["approach"] == "let_go":
+            return {"sent": None, "why": "strategy let the contract go"}
+        offer = await ctx.cross(b["offer"], {
+            "customer_id": c.customer_id, "contract": c.contract,
+            "monthly_charges": c.monthly_charges,
+            "max_discount_pct": approach["max_discount_pct"],
+            "plan_eol": bool(approach["plan_eol"])}, facts=facts)
+        if not offer.committed or offer.value is None:
+            await world.rows.transition(ctx, c.customer_id, "human_required",
+                                        {"reason": offer.reason})
+            return {"sent": None, "escalated": True, "why": f"offer {offer.outcome}"}
+        sent = offer.value.model_dump()
+        await world.rows.transition(ctx, c.customer_id, "offer_sent", sent)
+        return {"sent": sent, "reply": await _await_reply(world, ctx, c)}
+
+    outreach_result = await ctx.stage("outreach", outreach)
+    sent = outreach_result["sent"]
+    if sent is None:
+        outcome = "escalated" if outreach_result.get("escalated") else "churned"
+        return await _finish(world, ctx, c, outcome, 0, 12, outreach_result["why"])
+    offer = Offer.model_validate(sent)
+    reply = outreach_result["reply"]
+    # day -7: close or escalate (P6 for mergers and discounts over 50 %).
     await ctx.sleep_until(day0 - timedelta(days=7), purpose="close")
     if reply is None or reply["kind"] in ("decline", "no_reply"):
         await world.rows.transition(ctx, c.customer_id, "expired", {"reply": reply})
-        return await _finish(world, ctx, c, "churned", 0, offer.value.term_months,
+        return await _finish(world, ctx, c, "churned", 0, offer.term_months,
                              "no reply" if reply is None else reply["kind"])
     close = await ctx.cross(b["close"], {
-        "reply": reply["kind"], "offered_pct": offer.value.discount_pct,
-        "counter_pct": reply.get("counter_pct") or 0, "term_months": offer.value.term_months,
-        "plan": offer.value.plan, "merger": inp.merger}, facts=facts)
+        "reply": reply["kind"], "offered_pct": offer.discount_pct,
+        "counter_pct": reply.get("counter_pct") or 0, "term_months": offer.term_months,
+        "plan": offer.plan, "merger": inp.merger}, facts=facts)
     if not close.committed or close.value is None:
-        return await _finish(world, ctx, c, "escalated", 0, offer.value.term_months,
+        return await _finish(world, ctx, c, "escalated", 0, offer.term_months,
                              f"close {close.outcome}: {close.reason}")
     terms = close.value
     if terms.decision == "release":
@@ -155,8 +185,7 @@ async def renewal(world: World, ctx: RunContext, inp: RenewalInput) -> dict[str,
                          f"closed by {close.decided_by or 'agent'}", day0=day0)
 
 
-async def _await_reply(world: World, ctx: RunContext, c: Customer,
-                       offer: Crossing[Offer]) -> dict[str, Any] | None:
+async def _await_reply(world: World, ctx: RunContext, c: Customer) -> dict[str, Any] | None:
     """The reply is an inbox message; reminders go out on timers while it is awaited."""
     for reminder in range(3):
         reply = await ctx.receive("customer.reply", timeout=timedelta(days=7))

@@ -47,6 +47,7 @@ class SqliteCrm:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._owned = True
         self._db.execute("PRAGMA busy_timeout = 30000")
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -55,13 +56,23 @@ class SqliteCrm:
             self._db.execute(statement)
 
     @classmethod
-    def for_store_url(cls, url: str) -> SqliteCrm:
-        if url.startswith("sqlite:///"):
-            return cls(url.removeprefix("sqlite:///"))
-        return cls(":memory:")
+    def for_store(cls, store: object) -> SqliteCrm:
+        """Tables in the store's own SQLite database, on its connection (so CRM writes join
+        its transactions); a separate in-memory database for other stores."""
+        from threshold.store import SQLiteStore
+
+        crm = cls(":memory:")
+        if isinstance(store, SQLiteStore):
+            crm._db.close()
+            crm._db, crm._owned = store.connection, False
+            for statement in _SCHEMA:
+                crm._db.execute(statement)
+        return crm
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._db.close()  # a shared connection belongs to its store
+
 
     def upsert_account(self, customer: Customer, status: str, at: str) -> None:
         self._db.execute(

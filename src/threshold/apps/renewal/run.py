@@ -116,7 +116,7 @@ def build_runtime(store: Store, options: PortfolioOptions, policy: Policy,
     runtime = Runtime(store, clock=clock or (SystemClock() if options.realtime else
                                              VirtualClock(WINDOW_START)),
                       models=models, default_model=options.model)
-    crm = SqliteCrm.for_store_url(store.url)
+    crm = SqliteCrm.for_store(store)
     world = World(runtime, policy, crm, mailer, options.seed,
                   customers={c.customer_id: c for c in customers})
     world.boundaries = build_boundaries(world)

@@ -208,6 +208,10 @@ async def close_interrupted(ctx: RunContext, position: Position, spec: BranchSpe
 
     ``attempts`` counts the proposals recorded plus the one in flight, if any: a call the
     provider may still be serving has been spent."""
+    landed = ctx.recorded(position.seq)
+    if landed is not None:
+        # Cancelled while its own record was being committed: the crossing did end.
+        return Crossing.from_json(landed.result, spec.boundary.output)
     store = ctx.runtime.store
     b = spec.boundary
     crossing_id = f"{ctx.run_id}/{position.seq}"
