@@ -1,0 +1,1 @@
+"""Private parts of P3 topics: scans, consumer leases, lateness, deliveries."""
