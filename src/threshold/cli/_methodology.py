@@ -49,8 +49,12 @@ def register(subparsers: Subparsers) -> None:
     add_json_option(show)
     show.set_defaults(handler=_show)
 
-    # --- later: `threshold diagnose` and `threshold reliability` register here -----------
+    # --- `threshold diagnose` and `threshold reliability` register here ------------------
     # (they belong to this module because they share the methodology package).
+    from threshold.cli._diagnostics import register_diagnose, register_reliability
+
+    register_diagnose(subparsers)
+    register_reliability(subparsers)
 
 
 def resolve_workload(reference: str) -> Workload:

@@ -182,16 +182,17 @@ class CrossingEngine(Generic[M]):
         """One attempt's model call, in a span named by the GenAI semantic conventions."""
         model = self.runtime.models.get(self.model_spec)
         spec = model.spec
-        with self.runtime.tracer.span(f"chat {spec.id}", **{
+        with self.runtime.tracer.span(f"chat {spec.name}", **{
                 "gen_ai.operation.name": "chat", "gen_ai.system": spec.provider,
-                "gen_ai.provider.name": spec.provider, "gen_ai.request.model": spec.id,
+                "gen_ai.provider.name": spec.provider, "gen_ai.request.model": spec.name,
                 "gen_ai.request.temperature": request.sampling.temperature,
                 "gen_ai.request.max_tokens": request.sampling.max_tokens,
-                "gen_ai.request.seed": request.seed, "threshold.attempt": attempt_no,
+                "gen_ai.request.seed": request.seed, "threshold.model": self.model_spec,
+                "threshold.model_version": spec.version, "threshold.attempt": attempt_no,
                 "threshold.crossing_id": self.crossing_id,
                 "threshold.prompt_hash": request.prompt_hash}) as span:
             completion = await model.complete(request)
-            span.set(**{"gen_ai.response.model": completion.served_model or spec.id,
+            span.set(**{"gen_ai.response.model": completion.served_model or spec.name,
                         "gen_ai.usage.input_tokens": completion.tokens_in,
                         "gen_ai.usage.output_tokens": completion.tokens_out,
                         "gen_ai.response.finish_reasons": [completion.finish_reason or ""]})

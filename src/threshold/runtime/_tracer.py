@@ -3,8 +3,7 @@ depend on OpenTelemetry. ``threshold.observability`` ships the OpenTelemetry ada
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 
@@ -21,8 +20,16 @@ class Tracer(Protocol):
     def span(self, name: str, **attributes: Any) -> AbstractContextManager[SpanHandle]: ...
 
 
-class _NoopSpan:
+class _NoopSpan(AbstractContextManager[SpanHandle]):
+    """Its own context manager and handle: one shared object, nothing allocated per span."""
+
     __slots__ = ()
+
+    def __enter__(self) -> SpanHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     def set(self, **attributes: Any) -> None:
         return None
@@ -32,11 +39,10 @@ _NOOP_SPAN = _NoopSpan()
 
 
 class NoopTracer:
-    """The default: spans cost one generator frame and record nothing."""
+    """The default: spans record nothing and cost about a microsecond."""
 
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[SpanHandle]:
-        yield _NOOP_SPAN
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[SpanHandle]:
+        return _NOOP_SPAN
 
 
 NOOP_TRACER = NoopTracer()

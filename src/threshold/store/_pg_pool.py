@@ -27,10 +27,10 @@ Body = Callable[[AsyncCursor[Any]], Awaitable[T]]
 class PgPool:
     """At most ``size`` connections; ``write``/``read`` borrow one for one transaction."""
 
-    def __init__(self, conninfo: str, *, url: str, size: int, retry_seconds: float,
+    def __init__(self, conninfo: str, *, label: str, size: int, retry_seconds: float,
                  integrity_messages: Mapping[str, str]) -> None:
         self._conninfo = conninfo
-        self._url = url
+        self._label = label  # the store URL without its password, for messages
         self._size = size
         self._retry_seconds = retry_seconds
         self._integrity = dict(integrity_messages)
@@ -75,7 +75,9 @@ class PgPool:
 
     # transactions ------------------------------------------------------------------------
     async def write(self, body: Body[T]) -> T:
-        """Run ``body`` in one read-committed transaction and commit it."""
+        """Run ``body`` in one read-committed transaction and commit it. The statements
+        are pipelined (sent without waiting for each answer): a body reads results with
+        ``fetch*`` (which waits for the answers so far), never with ``rowcount``."""
         return await self._transaction(body, write=True)
 
     async def read(self, body: Body[T], *, snapshot: bool = False) -> T:
@@ -94,13 +96,12 @@ class PgPool:
                     conn = await self._borrow()
                     async with conn.cursor() as cur:
                         if write:
-                            await cur.execute("BEGIN; SELECT pg_current_xact_id()::text")
-                            cur.nextset()
-                            row = await cur.fetchone()
-                            xid = None if row is None else str(row[0])
-                        elif snapshot:
-                            await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        result = await body(cur)
+                            result, xid = await _pipelined(conn, cur, body)
+                        else:
+                            if snapshot:
+                                await cur.execute(
+                                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                            result = await body(cur)
                         if write or snapshot:
                             xid_sent, xid = xid, None
                             try:
@@ -125,7 +126,7 @@ class PgPool:
                 except psycopg.Error as exc:
                     if conn is not None:
                         await _rollback(conn)
-                    raise StoreError(f"{self._url}: {type(exc).__name__}: {exc}") from exc
+                    raise StoreError(f"{self._label}: {type(exc).__name__}: {exc}") from exc
                 except BaseException:
                     if conn is not None:
                         await _rollback(conn)
@@ -134,7 +135,7 @@ class PgPool:
                     if conn is not None:
                         self._give_back(conn)
             if time.monotonic() - started > self._retry_seconds:
-                raise StoreError(f"{self._url}: PostgreSQL unavailable for "
+                raise StoreError(f"{self._label}: PostgreSQL unavailable for "
                                  f"{self._retry_seconds:.0f} s: {failure}") from failure
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -153,7 +154,7 @@ class PgPool:
                     await conn.close()
             except psycopg.OperationalError as exc:
                 if time.monotonic() - started > self._retry_seconds:
-                    raise StoreError(f"{self._url}: cannot learn whether transaction {xid} "
+                    raise StoreError(f"{self._label}: cannot learn whether transaction {xid} "
                                      f"committed: {exc}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -163,14 +164,29 @@ class PgPool:
                 await asyncio.sleep(delay)
                 continue
             if status is None:
-                raise StoreError(f"{self._url}: transaction {xid} is too old to look up")
+                raise StoreError(f"{self._label}: transaction {xid} is too old to look up")
             return bool(status == "committed")
 
     def _describe(self, exc: psycopg.IntegrityError) -> str:
         diag = exc.diag
         known = self._integrity.get(diag.constraint_name or "")
         detail = diag.message_detail or diag.message_primary or str(exc)
-        return f"{known} ({detail})" if known else f"{self._url}: {detail}"
+        return f"{known} ({detail})" if known else f"{self._label}: {detail}"
+
+
+async def _pipelined(conn: AsyncConnection[Any], cur: AsyncCursor[Any],
+                     body: Body[T]) -> tuple[T, str | None]:
+    """BEGIN, the body and the transaction id in one pipeline; the COMMIT stays outside, so
+    a lost answer to it can be resolved by that id. The id is the one assigned by the
+    body's writes, if any: a transaction that wrote nothing has none, and commits without
+    a WAL flush (an idle worker's rounds cost the server no fsync)."""
+    async with conn.cursor() as begin, conn.cursor() as xid_cur:
+        async with conn.pipeline():
+            await begin.execute("BEGIN")
+            result = await body(cur)
+            await xid_cur.execute("SELECT pg_current_xact_id_if_assigned()::text")
+        row = await xid_cur.fetchone()
+    return result, None if row is None or row[0] is None else str(row[0])
 
 
 async def _rollback(conn: AsyncConnection[Any]) -> None:

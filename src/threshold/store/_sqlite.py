@@ -34,7 +34,6 @@ from threshold.store._records import (
 )
 from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
-
 # The handle of each database file whose group-commit batch is open in this process.
 _OPEN_BATCHES: dict[str, SQLiteStore] = {}
 
@@ -74,6 +73,8 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = OFF")
+        # A journal of thousands of runs outgrows SQLite's 2 MB default page cache.
+        self._db.execute("PRAGMA cache_size = -131072")
         self._ensure_schema(migrate)
 
     # plumbing ----------------------------------------------------------------------------
