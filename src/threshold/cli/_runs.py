@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json_option(show)
     show.set_defaults(handler=_show)
 
+    from threshold.cli._replay import add_runs_subcommands
+
+    add_runs_subcommands(runs_sub)  # stranded, migrate
+
 
 def _list(args: argparse.Namespace) -> int:
     async def go() -> int:

@@ -205,6 +205,20 @@ class PostgresStore:
         await self._exec("UPDATE runs SET pins=%s, updated_at=%s WHERE run_id=%s",
                          (dump(pins), now, run_id))
 
+    async def migrate_run(self, run_id: str, *, agent_version: str, pins: dict[str, Any],
+                          event: EventRecord, now: str) -> bool:
+        async def body(cur: Cur) -> bool:
+            await cur.execute(
+                "UPDATE runs SET agent_version=%s, pins=%s, status='ready', error=NULL, "
+                "updated_at=%s WHERE run_id=%s AND status IN ('ready', 'waiting', 'stranded') "
+                "RETURNING run_id", (agent_version, dump(pins), now, run_id))
+            moved = await cur.fetchone() is not None
+            if moved:
+                await self._append_event(cur, event)
+            return moved
+
+        return await self._pool.write(body)
+
     async def claim_runs(
         self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
     ) -> list[RunRecord]:

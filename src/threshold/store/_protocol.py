@@ -57,6 +57,12 @@ class Store(Protocol):
 
     async def set_run_pins(self, run_id: str, pins: dict[str, Any], *, now: str) -> None: ...
 
+    async def migrate_run(self, run_id: str, *, agent_version: str, pins: dict[str, Any],
+                          event: EventRecord, now: str) -> bool:
+        """Move a run that is not executing or finished to another agent version and pins,
+        ready again, journaling ``event`` in the same write; False if it may not move."""
+        ...
+
     async def claim_runs(
         self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
     ) -> list[RunRecord]:

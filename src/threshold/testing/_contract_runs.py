@@ -9,7 +9,9 @@ from threshold.errors import StoreError
 from threshold.store import (
     AttemptRecord,
     CrossingRecord,
+    EventRecord,
     MessageRecord,
+    RunRecord,
     StepRecord,
     TimerRecord,
 )
@@ -386,3 +388,24 @@ async def check_delivery_to_a_running_run_is_not_lost(target: ContractTarget) ->
     await store.deliver(MessageRecord("r1", "m1", "c", 1, at(1)), now=at(1))
     await store.suspend_run("r1", owner="A", now=at(2))
     equal(await _status(target, "r1"), "ready", "suspension after a delivery")
+
+
+@check
+async def check_migrate_run_moves_only_idle_runs(target: ContractTarget) -> None:
+    """migrate_run repins a waiting or stranded run and journals who did it; a running or
+    finished run does not move."""
+    store = target.store
+    for run_id, status in (("w", "waiting"), ("x", "running"), ("d", "completed")):
+        await store.create_run(RunRecord(run_id, "a", "1", status, {}, 0, at(0), at(0),
+                                         {"agent_version": "1"}))
+    moved = await store.migrate_run("w", agent_version="2", pins={"agent_version": "2"},
+                                    event=EventRecord("w", "run.migrated", {"by": "ann"}, at(1)),
+                                    now=at(1))
+    run = await store.get_run("w")
+    equal((moved, run and (run.agent_version, run.status, run.pins)),
+          (True, ("2", "ready", {"agent_version": "2"})), "waiting run migrated")
+    equal([e.data for e in await store.list_events("w", kind="run.migrated")], [{"by": "ann"}],
+          "migration journaled")
+    for run_id in ("x", "d"):
+        equal(await store.migrate_run(run_id, agent_version="2", pins={}, event=EventRecord(
+            run_id, "run.migrated", {}, at(1)), now=at(1)), False, f"{run_id} not moved")

@@ -1,0 +1,156 @@
+"""Re-executing runs against their journals, in a scratch store that nothing real touches.
+
+The runs' code runs again from the top on a fresh store (``memory://`` by default) and a
+virtual clock that starts when the first of them started. Every crossing asks one proposer:
+the recorded model (deterministic replay) or the model under test (divergence replay).
+Commits and effects go to a shadow ledger; ``ctx.step`` reads come from the journal; run
+starts, inbox messages, human decisions and kill switches come back at their recorded times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from threshold.boundary import Prompt
+from threshold.clock import VirtualClock, from_iso
+from threshold.errors import NondeterminismError, UnknownAgentError
+from threshold.replay._diff import RunDiff, diff_run
+from threshold.replay._journal import RunJournal, load_journals
+from threshold.replay._recorded import RECORDED, RecordedModel, ReplayRegistry
+from threshold.replay._shadow import JournalActor, ShadowEffect, ShadowLedger, Unapplied
+from threshold.runtime import Runtime
+from threshold.store import RunRecord, Store, open_store
+
+Register = Callable[[Runtime], Any]
+"""Defines the agents to replay on a runtime (the ``--agents module:function`` callable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySpec:
+    """What to replay under. The default is deterministic replay: recorded proposals, the
+    pinned agent versions."""
+
+    model: str | None = None  # None: the recorded proposals
+    prompts: Mapping[str, Prompt] = field(default_factory=dict)  # prompt id -> new version
+    policy_version: str | None = None  # carried into the report; the policy is in the code
+    agent_version: str | None = None  # replay under this definition instead of the pinned one
+    sim_seed: int = 0
+    model_options: Mapping[str, Any] = field(default_factory=dict)  # e.g. base_url
+
+    @property
+    def deterministic(self) -> bool:
+        return self.model is None and not self.prompts
+
+
+@dataclass(slots=True)
+class ReplayOutcome:
+    """One run replayed: both journals, what the shadow ledger saw, and their difference."""
+
+    original: RunJournal
+    replayed: RunJournal
+    diff: RunDiff
+    shadow: list[ShadowEffect]
+    unapplied: list[Unapplied]
+
+    def nondeterminism(self) -> NondeterminismError | None:
+        """The error a deterministic replay raises for this run, or None if it replayed clean."""
+        first = self.diff.first
+        if first is None:
+            return None
+        return NondeterminismError(self.diff.run_id, first.seq, first.replayed, first.recorded)
+
+
+async def replay_journals(journals: Sequence[RunJournal], register: Register,
+                          spec: ReplaySpec | None = None, *,
+                          scratch_url: str = "memory://") -> list[ReplayOutcome]:
+    """Replay ``journals`` together in one scratch store; see the module docstring."""
+    spec = spec or ReplaySpec()
+    if not journals:
+        return []
+    scratch = open_store(scratch_url)
+    try:
+        return await _replay(scratch, journals, register, spec)
+    finally:
+        await scratch.close()
+
+
+async def _replay(scratch: Store, journals: Sequence[RunJournal], register: Register,
+                  spec: ReplaySpec) -> list[ReplayOutcome]:
+    recorded = RecordedModel(journals)
+    registry = ReplayRegistry(recorded, spec.model, prompts=spec.prompts,
+                              sim_seed=spec.sim_seed, options=dict(spec.model_options))
+    start = min(from_iso(j.run.created_at) for j in journals)
+    shadow = ShadowLedger(journals)
+    runtime = Runtime(scratch, clock=VirtualClock(start), models=registry,
+                      authorize=_already_authorized, shadow=shadow)
+    register(runtime)
+    runs = [(_scratch_run(runtime, journal, spec), journal) for journal in journals]
+    actor = JournalActor(runtime, runs)
+    runtime.actors.append(actor)
+    await runtime.run_until_idle()
+    replayed = {j.run_id: j for j in await load_journals(scratch, [j.run_id for j in journals])}
+    unapplied = actor.unapplied
+    return [ReplayOutcome(journal, replayed[journal.run_id],
+                          diff_run(journal, replayed[journal.run_id]),
+                          shadow.for_run(journal.run_id),
+                          [u for u in unapplied if u.run_id == journal.run_id])
+            for journal in journals]
+
+
+def _already_authorized(principal: str, role: str) -> bool:
+    # A recorded decision was authorized when it was made; replay only puts it back.
+    return True
+
+
+def _scratch_run(runtime: Runtime, journal: RunJournal, spec: ReplaySpec) -> RunRecord:
+    run = journal.run
+    version = spec.agent_version or run.agent_version
+    if runtime.definition(run.agent, version) is None:
+        raise UnknownAgentError(run.agent, version)
+    pins = {**run.pins, "agent_version": version, "model": spec.model or RECORDED}
+    if spec.policy_version is not None:
+        pins["policy"] = spec.policy_version
+    return replace(run, agent_version=version, status="ready", pins=pins, result=None,
+                   error=None, lease_owner=None, lease_until=None, updated_at=run.created_at)
+
+
+async def replay_runs(store: Store, run_ids: Sequence[str] | None, register: Register,
+                      spec: ReplaySpec | None = None, *, batch: int = 1000,
+                      scratch_url: str = "memory://") -> list[ReplayOutcome]:
+    """Load the journals of ``run_ids`` (every run when None) from ``store`` and replay them,
+    ``batch`` runs per scratch store. The store itself is only read. With ``run_ids=None``,
+    runs of agents that ``register`` does not define at all are left out."""
+    journals = await load_journals(store, run_ids)
+    if run_ids is None:
+        known = await _agent_names(register)
+        journals = [j for j in journals if j.run.agent in known]
+    outcomes: list[ReplayOutcome] = []
+    for at in range(0, len(journals), max(batch, 1)):
+        outcomes += await replay_journals(journals[at:at + batch], register, spec,
+                                          scratch_url=scratch_url)
+    return outcomes
+
+
+async def _agent_names(register: Register) -> set[str]:
+    probe = Runtime(open_store("memory://"))
+    try:
+        register(probe)
+    finally:
+        await probe.store.close()
+    return {d.name for d in probe.definitions()}
+
+
+async def check_deterministic(store: Store, run_ids: Sequence[str] | None,
+                              register: Register, *, agent_version: str | None = None,
+                              batch: int = 1000) -> list[ReplayOutcome]:
+    """Deterministic replay: raise ``NondeterminismError`` naming the first diverging step
+    of the first run that does not reproduce its verdicts, commits and states."""
+    outcomes = await replay_runs(store, run_ids, register,
+                                 ReplaySpec(agent_version=agent_version), batch=batch)
+    for outcome in outcomes:
+        error = outcome.nondeterminism()
+        if error is not None:
+            raise error
+    return outcomes
