@@ -100,3 +100,4 @@ def test_sigkill_at_random_instants_converges_to_the_uncrashed_outcome(tmp_path:
     _, distinct, applied = sink_counts(sink)
     assert applied == distinct == sink_counts(tmp_path / "clean-sink.db")[2]
     assert kills >= 1, "the random delays never hit a running process"
+

@@ -123,7 +123,10 @@ class CrossingEngine(Generic[M]):
                    if v.attempt == last.attempt and v.verdict == "reject"]
         if not rejects:
             assert value is not None
-            # Effect intent recorded, effect maybe performed, result not recorded.
+            # Effect intent recorded, effect maybe performed, result not recorded: tell the
+            # effect it may be a repeat, so the receiving system knows to dedupe by key.
+            if effect is not None and effect.status != "done":
+                effect = replace(effect, performed=max(effect.performed, 1))
             return await self._commit(value, last.proposal_hash or "", effect, decided_by=None)
         action = self.boundary.on_reject.decide(rejects, last.attempt)
         if isinstance(action, Retry):
