@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -72,8 +73,14 @@ class ModelRegistry:
         if provider == "openai" and name:
             from threshold.models._openai import OpenAIModel
 
-            return OpenAIModel(name, **{k: v for k, v in self.options.items()
-                                        if k in ("base_url", "api_key", "timeout_s")})
+            options = {k: v for k, v in self.options.items()
+                       if k in ("base_url", "api_key", "timeout_s")}
+            if options.get("base_url") and "api_key" not in options \
+                    and not os.environ.get("OPENAI_API_KEY"):
+                # A custom base URL without a key is a local server (llama.cpp, vLLM,
+                # Ollama), which takes any key; one that needs a real key answers 401.
+                options["api_key"] = "local"
+            return OpenAIModel(name, **options)
         if provider == "anthropic" and name:
             from threshold.models._anthropic import AnthropicModel  # type: ignore[import-not-found,unused-ignore]
 
