@@ -12,7 +12,7 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -36,6 +36,8 @@ class Worker:
         self.owner = runtime.owner
         # Journals of the runs this worker executed, kept between their resumes.
         self._steps_cache: dict[str, dict[int, StepRecord]] = {}
+        self._owners_checked: datetime | None = None
+        self._dead: list[str] = []
         self._kill_cancelled: set[str] = set()
 
     async def run_until_idle(self) -> int:
@@ -44,9 +46,10 @@ class Worker:
             await self._restore_virtual_time()
             executed = 0
             while True:
-                executed += await self._round()
-                if await self._has_ready():
-                    continue
+                claimed = await self._round()
+                executed += claimed
+                if claimed:
+                    continue  # what those runs did may have readied others
                 if await self._run_actors():
                     continue
                 nxt = await self._next_due()
@@ -150,10 +153,6 @@ class Worker:
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
 
-    async def _has_ready(self) -> bool:
-        counts = await self.store.count_runs()
-        return counts.get("ready", 0) > 0
-
     async def _advance_to(self, when: str) -> None:
         await self.runtime.clock.sleep_until(from_iso(when))
         if isinstance(self.runtime.clock, VirtualClock):
@@ -168,6 +167,17 @@ class Worker:
                 clock.advance_to(from_iso(saved))
 
     async def _dead_owners(self) -> list[str]:
+        """Owners whose process is gone, checked at start and then every third of a lease:
+        listing owners scans the runs, too costly for every round of a large simulation."""
+        now = self.runtime.lease_clock.now()
+        if self._owners_checked is not None and (now - self._owners_checked).total_seconds() \
+                < self.runtime.lease_seconds / 3:
+            return self._dead
+        self._owners_checked = now
+        self._dead = await self._find_dead_owners()
+        return self._dead
+
+    async def _find_dead_owners(self) -> list[str]:
         host, me = socket.gethostname(), os.getpid()
         dead = []
         for owner in await self.store.lease_owners():
