@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
-from conftest import require
+from support import require
 
 
 def server_url() -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from conftest import require
 from helpers import Ledger, Offer, offer_boundary, offer_json
+from support import require
 from threshold import Boundary, Prompt, RejectPolicy, RunContext, Runtime, VirtualClock, open_store
 from threshold.cli import main
 from threshold.effects import EffectContext

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require
+from support import require
 from threshold.store import open_store
 from web_support import ANN, TOKENS, resume, run, seed
 
