@@ -194,7 +194,8 @@ def test_an_effect_interrupted_in_the_crash_window_is_found(tmp_path: Path) -> N
     assert ledger.calls == ["r1/1/offer", "r1/1/offer"]
     finding = only(asyncio.run(diagnosed(url)), "duplicate_effect")
     assert (finding.pattern, finding.crossing_ids) == ("SDB", ("r1/1",))
-    assert "60 min after its intent" in finding.evidence[0]
+    # The resumed commit is told it may be a repeat, so the journal counts both sends.
+    assert "performed 2 times" in finding.evidence[0]
 
 
 def test_a_commit_without_an_accept_is_found(tmp_path: Path) -> None:
