@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,10 @@ async def _timeline_plot(store: Store, target: Path) -> Path | None:
         by_outcome.setdefault(str((r.result or {}).get("outcome")), []).append(r.updated_at)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for outcome, times in sorted(by_outcome.items()):
-        days = sorted(t[:10] for t in times)
-        ax.step(days, range(1, len(days) + 1), where="post", label=f"{outcome} ({len(days)})")
+        # Real dates, not strings: string ticks would be categories, ordered per series.
+        days = sorted(datetime.fromisoformat(t) for t in times)
+        ax.step(days, range(1, len(days) + 1), where="post",  # type: ignore[arg-type]
+                label=f"{outcome} ({len(days)})")
     ax.set_xlabel("virtual date (run closed)")
     ax.set_ylabel("runs closed, cumulative")
     ax.set_title("Renewal outcomes over the 90-day windows")
