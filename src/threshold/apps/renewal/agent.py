@@ -51,7 +51,7 @@ def _human(role: str, fallback: Any = "deny") -> Escalate:
 
 
 def build_boundaries(world: World) -> dict[str, Boundary[Any]]:
-    from threshold.apps.renewal.gates import close_gate, discount_gate, offer_fits_strategy
+    from threshold.apps.renewal.gates import close_gates, offer_gates
 
     policy = world.policy
     signal = Boundary("signal", output=SignalReport, prompt=Prompt(
@@ -67,7 +67,7 @@ def build_boundaries(world: World) -> dict[str, Boundary[Any]]:
             "offer", "1", "Customer {customer_id} ({contract}, ${monthly_charges}/month). "
             "Strategy allows up to {max_discount_pct}% off. Plan end-of-life: {plan_eol}. "
             "Write the renewal offer."),
-        verifiers=[discount_gate(policy), offer_fits_strategy()],
+        verifiers=offer_gates(policy),
         commit=world.send_offer,
         on_reject=RejectPolicy(max_attempts=3, routes={
             "policy.": _human("human_specialist", ApproveWithCap("discount_pct", 20))}))
@@ -75,7 +75,7 @@ def build_boundaries(world: World) -> dict[str, Boundary[Any]]:
         "close", output=CloseTerms, prompt=Prompt(
             "close", "1", "The customer replied {reply} to {offered_pct}% off for "
             "{term_months} months (counter {counter_pct}%). Merger: {merger}. Close it."),
-        verifiers=[discount_gate(policy), close_gate(policy)],
+        verifiers=close_gates(policy),
         commit=world.record_close,
         on_reject=RejectPolicy(max_attempts=3, routes={
             "policy.human_only_discount": _human("counsel"),

@@ -1,57 +1,42 @@
-"""The renewal's gates: policy-file rules as verifiers before every side effect (P4).
+"""The renewal's gates (P4): the policy file's rules from ``threshold.patterns.gate``, plus
+the two rules that belong to this agent alone.
 
-Each verifier's version is the policy version, so every verdict in the journal names the
-policy that decided it; each reject names the rule and the reason.
+Every gate verifier's version is the policy version, so each verdict in the journal names
+the policy, the rule and the reason that decided it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from threshold.apps.renewal.proposals import CloseTerms, Offer
 from threshold.boundary import Accept, FunctionVerifier, Reject, Verdict, VerifyContext
-from threshold.ids import derive_seed
-from threshold.patterns.policy import GateDecision, Policy, check_discount, check_term
+from threshold.patterns.gate import discount_gate, term_gate
+from threshold.patterns.policy import Policy
 
 HUMAN_ONLY_DISCOUNT_PCT = 50  # above this, only a human may agree, whatever the override
 
 
-def _verdict(decision: GateDecision, *, retryable: bool) -> Verdict:
-    if decision.allowed:
-        return Accept(note=f"rule={decision.rule} policy={decision.policy_version}: "
-                           f"{decision.reason}")
-    return Reject(f"policy.{decision.rule}", decision.reason, retryable=retryable,
-                  hint=f"stay within {decision.rule}", field="discount_pct")
+def offer_gates(policy: Policy) -> list[Any]:
+    return [discount_gate(policy), offer_fits_strategy()]
 
 
-def _sample(ctx: VerifyContext) -> float:
-    return (derive_seed(ctx.run_id, ctx.step, "review-sample") % 10_000) / 10_000
+def close_gates(policy: Policy) -> list[Any]:
+    return [discount_gate(policy), term_gate(policy, merger_fact="merger"),
+            human_only_discount()]
 
 
-def discount_gate(policy: Policy) -> FunctionVerifier[Offer | CloseTerms]:
-    """Caps and per-tenant overrides from the policy file."""
-
-    def check(value: Offer | CloseTerms, ctx: VerifyContext) -> Verdict:
-        tenant = str(ctx.facts.get("tenant", ""))
-        decision = check_discount(policy, tenant, value.discount_pct, sample=_sample(ctx))
-        return _verdict(decision, retryable=value.discount_pct <= HUMAN_ONLY_DISCOUNT_PCT)
-
-    return FunctionVerifier(check, "gate.discount", policy.version)
-
-
-def close_gate(policy: Policy) -> FunctionVerifier[CloseTerms]:
-    """Auto-close limits: term length, and mergers always need a human."""
+def human_only_discount() -> FunctionVerifier[CloseTerms]:
+    """Discounts over 50 % are for a person to grant, never the agent."""
 
     def check(value: CloseTerms, ctx: VerifyContext) -> Verdict:
         if value.discount_pct > HUMAN_ONLY_DISCOUNT_PCT:
             return Reject("policy.human_only_discount", f"{value.discount_pct}% is over "
                           f"{HUMAN_ONLY_DISCOUNT_PCT}%: only a human may agree to it",
                           retryable=False, field="discount_pct")
-        decision = check_term(policy, value.term_months, value.merger)
-        if decision.allowed:
-            return Accept(note=f"rule={decision.rule} policy={decision.policy_version}")
-        return Reject(f"policy.{decision.rule}", decision.reason,
-                      retryable=not value.merger, field="term_months")
+        return Accept()
 
-    return FunctionVerifier(check, "gate.close", policy.version)
+    return FunctionVerifier(check, "rule.human_only_discount", "1")
 
 
 def offer_fits_strategy() -> FunctionVerifier[Offer]:
