@@ -27,6 +27,7 @@ from threshold.store import EventRecord, RunRecord, StepRecord
 _LIVE_OWNERS: set[str] = set()
 _CLOCK_META = "clock.virtual_now"
 KILL_POLL_SECONDS = 0.25  # real time; a kill switch stops an executing run within this
+VIRTUAL_BARRIER_SECONDS = 0.05  # real time between looks while others hold virtual time
 
 
 class Worker:
@@ -68,7 +69,10 @@ class Worker:
                     continue
                 nxt = await self._next_due()
                 if nxt is not None and isinstance(self.runtime.clock, VirtualClock):
-                    await self._advance_to(nxt)
+                    if await self._others_busy(nxt):
+                        await self._idle(min(poll_seconds, VIRTUAL_BARRIER_SECONDS), None)
+                    else:
+                        await self._advance_to(nxt)
                     continue
                 await self._idle(poll_seconds, nxt)
         finally:
@@ -85,6 +89,10 @@ class Worker:
             limit=rt.concurrency, dead_owners=await self._dead_owners())
         if not claimed:
             return 0
+        if isinstance(rt.clock, VirtualClock):
+            # Another worker may have moved virtual time on and fired the timers that made
+            # these runs ready: they execute at that time, never at this worker's older one.
+            await self._restore_virtual_time()
         executing: dict[str, asyncio.Task[None]] = {}
         watcher: asyncio.Task[None] | None = None
         heartbeat = asyncio.create_task(self._renew_leases())
@@ -152,6 +160,16 @@ class Worker:
             candidates.append(None if due is None else to_iso(due))
         present = [c for c in candidates if c is not None]
         return min(present) if present else None
+
+    async def _others_busy(self, nxt: str) -> bool:
+        """Virtual time shared by several workers moves on only when no run anywhere is
+        ready or executing at the present time: otherwise one worker's jump would let the
+        others execute runs late (a SIGKILLed worker's runs hold time until taken over).
+        Checked after ``nxt`` was computed, so work an actor creates meanwhile is due now."""
+        if from_iso(nxt) <= self.runtime.clock.now():
+            return False  # no jump: the next round handles it
+        counts = await self.store.count_runs()
+        return counts.get("ready", 0) + counts.get("running", 0) > 0
 
     async def _advance_to(self, when: str) -> None:
         await self.runtime.clock.sleep_until(from_iso(when))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from threshold.apps.renewal.customers import Customer
 
@@ -31,6 +31,9 @@ _SCHEMA = [
 ]
 
 
+_PG_SCHEMA = [statement.replace("REAL", "DOUBLE PRECISION") for statement in _SCHEMA]
+
+
 @dataclass(frozen=True, slots=True)
 class CrmCounts:
     accounts: int
@@ -38,6 +41,37 @@ class CrmCounts:
     offers: int
     contracts: int
     retained_monthly_revenue: float
+
+
+class Crm(Protocol):
+    """What the renewal world needs of a CRM (``SqliteCrm``, or ``PgCrm`` on PostgreSQL)."""
+
+    def close(self) -> None: ...
+    def upsert_account(self, customer: Customer, status: str, at: str) -> None: ...
+    def write_signal(self, key: str, customer_id: str, source: str, risk: int, finding: str,
+                     at: str) -> bool: ...
+    def delete_signal(self, key: str) -> bool: ...
+    def record_offer(self, key: str, customer_id: str, discount_pct: int, term_months: int,
+                     plan: str, message_id: str | None, at: str) -> bool: ...
+    def record_contract(self, key: str, customer_id: str, outcome: str, discount_pct: int,
+                        term_months: int, monthly_revenue: float, at: str) -> bool: ...
+    def signals_of(self, customer_id: str) -> list[dict[str, Any]]: ...
+    def max_committed_discount(self) -> int: ...
+    def counts(self) -> CrmCounts: ...
+
+
+def crm_for_store(store: object) -> Crm:
+    """The CRM beside ``store``: in a PostgreSQL store's schema (reached by its URL, so
+    every worker sees the same tables), else as ``SqliteCrm.for_store`` chooses."""
+    try:
+        from threshold.store._postgres import PostgresStore
+    except ModuleNotFoundError:  # no psycopg: no PostgreSQL store either
+        return SqliteCrm.for_store(store)
+    if isinstance(store, PostgresStore):
+        from threshold.apps.renewal.pgcrm import PgCrm
+
+        return PgCrm(store.url)
+    return SqliteCrm.for_store(store)
 
 
 class SqliteCrm:
@@ -58,7 +92,8 @@ class SqliteCrm:
     @classmethod
     def for_store(cls, store: object) -> SqliteCrm:
         """Tables in the store's own SQLite database, on its connection (so CRM writes join
-        its transactions); a separate in-memory database for other stores."""
+        its transactions); a separate in-memory database for other stores (``crm_for_store``
+        puts them in a PostgreSQL store's schema instead)."""
         from threshold.store import SQLiteStore
 
         crm = cls(":memory:")

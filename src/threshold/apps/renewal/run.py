@@ -3,6 +3,8 @@ the report at the end. ``threshold renewal run`` is a thin shell over ``run_port
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,14 +16,14 @@ from typing import Any
 from threshold.apps.renewal.agent import AGENT, AGENT_VERSION, RenewalInput, build_boundaries
 from threshold.apps.renewal.agent import renewal as renewal_agent
 from threshold.apps.renewal.approver import ApproverPolicy, SimulatedApprover
-from threshold.apps.renewal.crm import SqliteCrm
+from threshold.apps.renewal.crm import crm_for_store
 from threshold.apps.renewal.customers import Customer, data_file, load_customers
 from threshold.apps.renewal.mail import LocalMailServer, Mailer
 from threshold.apps.renewal.proposals import register_generators
 from threshold.apps.renewal.world import EOL_TOPIC, World
 from threshold.clock import Clock, SystemClock, VirtualClock, to_iso
 from threshold.ids import derive_seed
-from threshold.models import ModelRegistry
+from threshold.models import ModelRegistry, normalize_spec
 from threshold.patterns.policy import Policy, load_policy
 from threshold.runtime import RunContext, Runtime
 from threshold.store import Store, open_store
@@ -30,6 +32,8 @@ WINDOW_START = datetime(2026, 4, 1, tzinfo=UTC)
 WINDOW_SPREAD_DAYS = 14
 EOL_AT = WINDOW_START + timedelta(days=44)  # mid-flight for most windows
 EOL_PLANS = ("DSL",)
+CATALOG = "catalog"  # the namespace of the catalog's publication claim
+CLAIM_WAIT_SECONDS = 0.1  # real time between looks while another worker publishes
 
 
 @dataclass
@@ -51,10 +55,16 @@ class PortfolioOptions:
 
 
 class ProductCatalog:
-    """An actor that publishes the product end-of-life event on its day (P3)."""
+    """An actor that publishes the product end-of-life event on its day (P3).
 
-    def __init__(self, store: Store) -> None:
+    Several workers run this actor on one store: a compare-and-swap on the record
+    ``catalog/eol`` elects the one that publishes. Its claim carries the real time it was
+    made, so a claimer that died before publishing is replaced after ``takeover_seconds``.
+    Virtual time does not move past the day until the event is out (``next_due``)."""
+
+    def __init__(self, store: Store, takeover_seconds: float = 90.0) -> None:
         self.store = store
+        self.takeover_seconds = takeover_seconds
 
     async def _published(self) -> bool:
         return any(t == EOL_TOPIC for t, _ in await self.store.list_topics())
@@ -65,6 +75,16 @@ class ProductCatalog:
     async def act(self, now: datetime) -> int:
         if now < EOL_AT or await self._published():
             return 0
+        claim = await self.store.get_record(CATALOG, "eol")
+        version = 0 if claim is None else claim.version
+        if claim is not None and time.time() - float(claim.value["claimed_at"]) < \
+                self.takeover_seconds:
+            await asyncio.sleep(CLAIM_WAIT_SECONDS)  # another worker is publishing
+            return 0
+        mine = await self.store.cas_record(CATALOG, "eol", expected_version=version, value={
+            "claimed_at": time.time(), "pid": os.getpid()}, now=to_iso(now))
+        if mine is None:
+            return 0  # another worker won the claim
         for plan in EOL_PLANS:
             await self.store.append_topic(
                 EOL_TOPIC, key=plan, payload={"plan": plan, "replacement": "Fiber optic",
@@ -110,23 +130,57 @@ def load_portfolio(options: PortfolioOptions) -> tuple[list[Customer], int, Path
 def build_runtime(store: Store, options: PortfolioOptions, policy: Policy,
                   customers: list[Customer], mailer: Mailer | None,
                   clock: Clock | None = None) -> tuple[Runtime, World]:
+    runtime = Runtime(store, clock=clock or (SystemClock() if options.realtime else
+                                             VirtualClock(WINDOW_START)),
+                      models=portfolio_models(options), default_model=options.model)
+    world = equip(runtime, options, policy, customers, mailer)
+    return runtime, world
+
+
+def portfolio_models(options: PortfolioOptions) -> ModelRegistry:
     models = ModelRegistry(sim_seed=options.seed, options={
         k: v for k, v in {"base_url": options.base_url}.items() if v})
     register_generators(models)
-    runtime = Runtime(store, clock=clock or (SystemClock() if options.realtime else
-                                             VirtualClock(WINDOW_START)),
-                      models=models, default_model=options.model)
-    crm = SqliteCrm.for_store(store)
-    world = World(runtime, policy, crm, mailer, options.seed,
+    return models
+
+
+def equip(runtime: Runtime, options: PortfolioOptions, policy: Policy,
+          customers: list[Customer], mailer: Mailer | None) -> World:
+    """The world, both agents and the simulated actors on an existing runtime."""
+    world = World(runtime, policy, crm_for_store(runtime.store), mailer, options.seed,
                   customers={c.customer_id: c for c in customers})
     world.boundaries = build_boundaries(world)
     register(runtime, world)
-    runtime.actors.append(ProductCatalog(store))
+    runtime.actors.append(ProductCatalog(runtime.store))
     if not options.realtime:
         tenure = {f"renewal-{c.customer_id}": c.tenure_months for c in customers}
         runtime.actors.append(SimulatedApprover(runtime, options.approver, options.seed,
                                                 tenure))
-    return runtime, world
+    return world
+
+
+def agents(runtime: Runtime) -> None:
+    """Entry point for ``threshold worker --agents threshold.apps.renewal.run:agents``.
+
+    Serves the portfolio named by ``THRESHOLD_RENEWAL_CUSTOMERS`` (count, default 100) and
+    ``THRESHOLD_RENEWAL_SEED`` (default 0) without mail; every worker of one store must use
+    the same values, as must whoever starts the runs (``renewal_input``)."""
+    serve_portfolio(runtime, PortfolioOptions(
+        db=runtime.store.url, customers=int(os.environ.get("THRESHOLD_RENEWAL_CUSTOMERS", "100")),
+        seed=int(os.environ.get("THRESHOLD_RENEWAL_SEED", "0")), mail=False))
+
+
+def serve_portfolio(runtime: Runtime, options: PortfolioOptions) -> World:
+    """Equip a runtime built elsewhere (a worker's) for ``options``' portfolio. Its model
+    registry is replaced by one seeded with ``options.seed``: safe before serving, since
+    models are built only when a run first calls one."""
+    customers, _, _ = load_portfolio(options)
+    runtime.models = portfolio_models(options)
+    runtime.default_model = normalize_spec(options.model)
+    if isinstance(runtime.clock, VirtualClock):
+        runtime.clock.advance_to(WINDOW_START)  # the portfolio's first day, not the epoch
+    return equip(runtime, options, load_policy(options.policy_path or data_file(
+        "policy.yaml")), customers, None)
 
 
 def register(runtime: Runtime, world: World) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from threshold.apps.renewal.crm import SqliteCrm
+from threshold.apps.renewal.crm import Crm
 from threshold.apps.renewal.customers import Customer
 from threshold.apps.renewal.mail import Mailer
 from threshold.apps.renewal.proposals import CloseTerms, Offer, SignalReport
@@ -125,7 +125,7 @@ class RenewalRows:
 class World:
     runtime: Runtime
     policy: Policy
-    crm: SqliteCrm
+    crm: Crm
     mailer: Mailer | None
     seed: int
     boundaries: dict[str, Boundary[Any]] = field(default_factory=dict)
@@ -188,7 +188,9 @@ class World:
     # P3: the product topic --------------------------------------------------------------
     async def eol_notice(self, plan: str, now: str) -> dict[str, Any] | None:
         for event in await self.runtime.store.read_topic(EOL_TOPIC, after=0, limit=1000):
-            if event.payload.get("plan") == plan and event.event_time <= now:
+            # Strictly before: at the very moment of publication, whether a run saw the
+            # event would depend on which worker (or actor) went first.
+            if event.payload.get("plan") == plan and event.event_time < now:
                 return {"offset": event.offset, **event.payload}
         return None
 
