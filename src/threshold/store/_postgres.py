@@ -25,29 +25,7 @@ from psycopg import AsyncConnection, AsyncCursor
 
 from threshold.errors import StoreError
 from threshold.store._pg_pool import PgPool
-from threshold.store._pg_rows import (
-    APPROVAL_COLS,
-    ATTEMPT_COLS,
-    CROSSING_COLS,
-    EFFECT_COLS,
-    MESSAGE_COLS,
-    RUN_COLS,
-    TIMER_COLS,
-    VERDICT_COLS,
-    Row,
-    approval_row,
-    attempt_row,
-    crossing_row,
-    dump,
-    effect_row,
-    load,
-    message_row,
-    qualified,
-    run_row,
-    text,
-    timer_row,
-    verdict_row,
-)
+from threshold.store._pg_rows import dump, qualified, text
 from threshold.store._pg_schema import ensure_schema
 from threshold.store._records import (
     ApprovalRecord,
@@ -63,6 +41,26 @@ from threshold.store._records import (
     TopicEvent,
     VerdictRecord,
     VersionedRecord,
+)
+from threshold.store._rows import (
+    APPROVAL_COLS,
+    ATTEMPT_COLS,
+    CROSSING_COLS,
+    EFFECT_COLS,
+    MESSAGE_COLS,
+    RUN_COLS,
+    TIMER_COLS,
+    VERDICT_COLS,
+    Row,
+    approval_row,
+    attempt_row,
+    crossing_row,
+    effect_row,
+    load,
+    message_row,
+    run_row,
+    timer_row,
+    verdict_row,
 )
 from threshold.store._url import redact_url
 

@@ -32,10 +32,33 @@ from threshold.store._records import (
     VerdictRecord,
     VersionedRecord,
 )
+from threshold.store._rows import (
+    APPROVAL_COLS,
+    ATTEMPT_COLS,
+    CROSSING_COLS,
+    EFFECT_COLS,
+    MESSAGE_COLS,
+    RUN_COLS,
+    TIMER_COLS,
+    VERDICT_COLS,
+    approval_row,
+    attempt_row,
+    crossing_row,
+    effect_row,
+    load,
+    message_row,
+    run_row,
+    timer_row,
+    verdict_row,
+)
 from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 # The handle of each database file whose group-commit batch is open in this process.
 _OPEN_BATCHES: dict[str, SQLiteStore] = {}
+
+
+def _attempt_row(r: tuple[Any, ...]) -> AttemptRecord:
+    return attempt_row(r, raw=lambda stored: stored)  # SQLite keeps model output as text
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -49,10 +72,6 @@ def _dump(value: Any) -> str | None:
     if value is None:
         return None
     return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class SQLiteStore:
@@ -200,22 +219,10 @@ class SQLiteStore:
         self._db.close()
 
     # runs --------------------------------------------------------------------------------
-    _RUN_COLS = ("run_id, agent, agent_version, status, input, seed, pins, result, error, "
-                 "created_at, updated_at, lease_owner, lease_until, parent_run_id")
-
-    @staticmethod
-    def _run(row: tuple[Any, ...]) -> RunRecord:
-        return RunRecord(
-            run_id=row[0], agent=row[1], agent_version=row[2], status=row[3],
-            input=_load(row[4]), seed=row[5], pins=_load(row[6]), result=_load(row[7]),
-            error=row[8], created_at=row[9], updated_at=row[10], lease_owner=row[11],
-            lease_until=row[12], parent_run_id=row[13],
-        )
-
     async def create_run(self, run: RunRecord) -> bool:
         with self._tx() as db:
             cur = db.execute(
-                f"INSERT OR IGNORE INTO runs ({self._RUN_COLS}) "
+                f"INSERT OR IGNORE INTO runs ({RUN_COLS}) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run.run_id, run.agent, run.agent_version, run.status, _dump(run.input),
                  run.seed, _dump(run.pins), _dump(run.result), run.error, run.created_at,
@@ -226,13 +233,13 @@ class SQLiteStore:
         return _result
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = self._one(f"SELECT {self._RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
-        return None if row is None else self._run(row)
+        row = self._one(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
+        return None if row is None else run_row(row)
 
     async def list_runs(
         self, *, status: str | None = None, agent: str | None = None, limit: int | None = None
     ) -> list[RunRecord]:
-        sql, params = f"SELECT {self._RUN_COLS} FROM runs WHERE 1=1", []
+        sql, params = f"SELECT {RUN_COLS} FROM runs WHERE 1=1", []
         if status is not None:
             sql += " AND status = ?"
             params.append(status)
@@ -242,7 +249,7 @@ class SQLiteStore:
         sql += " ORDER BY created_at, run_id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [self._run(r) for r in self._all(sql, params)]
+        return [run_row(r) for r in self._all(sql, params)]
 
     async def count_runs(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in self._all(
@@ -302,14 +309,14 @@ class SQLiteStore:
                 f"UPDATE runs SET status='running', lease_owner=?, lease_until=? "
                 f"WHERE run_id IN (SELECT run_id FROM runs WHERE status='ready' OR "
                 f"(status='running' AND (lease_until < ? OR lease_owner IN ({marks}))) "
-                f"ORDER BY updated_at, run_id LIMIT ?) RETURNING {self._RUN_COLS}",
+                f"ORDER BY updated_at, run_id LIMIT ?) RETURNING {RUN_COLS}",
                 (owner, lease_until, now, *dead, limit),
             ).fetchall()
             # A run claimed now starts from a clean slate: older wake marks are consumed.
             for row in rows:
                 db.execute("DELETE FROM meta WHERE key = ?", (f"wake:{row[0]}",))
         await self._sync()
-        return sorted((self._run(r) for r in rows), key=lambda r: (r.updated_at, r.run_id))
+        return sorted((run_row(r) for r in rows), key=lambda r: (r.updated_at, r.run_id))
 
     async def lease_owners(self) -> list[str]:
         return [r[0] for r in self._all(
@@ -345,7 +352,7 @@ class SQLiteStore:
     # steps -------------------------------------------------------------------------------
     async def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         return {
-            r[0]: StepRecord(run_id, r[0], r[1], r[2], _load(r[3]), r[4])
+            r[0]: StepRecord(run_id, r[0], r[1], r[2], load(r[3]), r[4])
             for r in self._all(
                 "SELECT seq, kind, name, result, at FROM steps WHERE run_id=? ORDER BY seq",
                 (run_id,))
@@ -374,71 +381,25 @@ class SQLiteStore:
         await self._sync()
 
     # crossings ---------------------------------------------------------------------------
-    _CROSSING_COLS = ("crossing_id, run_id, seq, boundary, boundary_version, action, verifiers, "
-                      "status, attempts, started_at, model_id, prompt_id, prompt_version, "
-                      "committed_hash, outcome, ended_at, reason")
-
-    @staticmethod
-    def _crossing(r: tuple[Any, ...]) -> CrossingRecord:
-        return CrossingRecord(
-            crossing_id=r[0], run_id=r[1], seq=r[2], boundary=r[3], boundary_version=r[4],
-            action=r[5], verifiers=_load(r[6]), status=r[7], attempts=r[8], started_at=r[9],
-            model_id=r[10], prompt_id=r[11], prompt_version=r[12], committed_hash=r[13],
-            outcome=_load(r[14]), ended_at=r[15], reason=r[16],
-        )
-
-    _ATTEMPT_COLS = ("crossing_id, attempt, kind, at, proposal_hash, raw, value, provenance, "
-                     "error_kind, error_message, retry_at")
-
-    @staticmethod
-    def _attempt(r: tuple[Any, ...]) -> AttemptRecord:
-        return AttemptRecord(
-            crossing_id=r[0], attempt=r[1], kind=r[2], at=r[3], proposal_hash=r[4],
-            raw=r[5], value=_load(r[6]), provenance=_load(r[7]), error_kind=r[8],
-            error_message=r[9], retry_at=r[10],
-        )
-
-    _VERDICT_COLS = ("crossing_id, attempt, verifier, verifier_version, verdict, proposal_hash, "
-                     "at, code, message, retryable, hint, field, decided_by")
-
-    @staticmethod
-    def _verdict(r: tuple[Any, ...]) -> VerdictRecord:
-        return VerdictRecord(
-            crossing_id=r[0], attempt=r[1], verifier=r[2], verifier_version=r[3],
-            verdict=r[4], proposal_hash=r[5], at=r[6], code=r[7], message=r[8],
-            retryable=None if r[9] is None else bool(r[9]), hint=r[10], field=r[11],
-            decided_by=r[12],
-        )
-
-    _EFFECT_COLS = ("key, run_id, action, status, intent_at, crossing_id, proposal_hash, "
-                    "performed, result, error, done_at")
-
-    @staticmethod
-    def _effect(r: tuple[Any, ...]) -> EffectRecord:
-        return EffectRecord(
-            key=r[0], run_id=r[1], action=r[2], status=r[3], intent_at=r[4], crossing_id=r[5],
-            proposal_hash=r[6], performed=r[7], result=_load(r[8]), error=r[9], done_at=r[10],
-        )
-
     async def load_crossing(self, crossing_id: str) -> CrossingState | None:
-        row = self._one(f"SELECT {self._CROSSING_COLS} FROM crossings WHERE crossing_id=?",
+        row = self._one(f"SELECT {CROSSING_COLS} FROM crossings WHERE crossing_id=?",
                         (crossing_id,))
         if row is None:
             return None
-        attempts = [self._attempt(r) for r in self._all(
-            f"SELECT {self._ATTEMPT_COLS} FROM attempts WHERE crossing_id=? ORDER BY attempt",
+        attempts = [_attempt_row(r) for r in self._all(
+            f"SELECT {ATTEMPT_COLS} FROM attempts WHERE crossing_id=? ORDER BY attempt",
             (crossing_id,))]
-        verdicts = [self._verdict(r) for r in self._all(
-            f"SELECT {self._VERDICT_COLS} FROM verdicts WHERE crossing_id=? "
+        verdicts = [verdict_row(r) for r in self._all(
+            f"SELECT {VERDICT_COLS} FROM verdicts WHERE crossing_id=? "
             "ORDER BY attempt, rowid", (crossing_id,))]
-        effect_row = self._one(f"SELECT {self._EFFECT_COLS} FROM effects WHERE crossing_id=?",
-                               (crossing_id,))
-        effect = None if effect_row is None else self._effect(effect_row)
-        return CrossingState(self._crossing(row), attempts, verdicts, effect)
+        stored = self._one(f"SELECT {EFFECT_COLS} FROM effects WHERE crossing_id=?",
+                           (crossing_id,))
+        effect = None if stored is None else effect_row(stored)
+        return CrossingState(crossing_row(row), attempts, verdicts, effect)
 
     def _upsert_crossing(self, db: sqlite3.Connection, c: CrossingRecord) -> None:
         db.execute(
-            f"INSERT INTO crossings ({self._CROSSING_COLS}) "
+            f"INSERT INTO crossings ({CROSSING_COLS}) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (crossing_id) DO UPDATE SET "
             "status=excluded.status, attempts=excluded.attempts, "
             "committed_hash=excluded.committed_hash, outcome=excluded.outcome, "
@@ -452,7 +413,7 @@ class SQLiteStore:
         if not verdicts:
             return
         db.executemany(
-            f"INSERT INTO verdicts ({self._VERDICT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO verdicts ({VERDICT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(v.crossing_id, v.attempt, v.verifier, v.verifier_version, v.verdict,
               v.proposal_hash, v.at, v.code, v.message,
               None if v.retryable is None else int(v.retryable), v.hint, v.field, v.decided_by)
@@ -461,15 +422,15 @@ class SQLiteStore:
 
     def _begin_effect(self, db: sqlite3.Connection, e: EffectRecord) -> EffectRecord:
         inserted = db.execute(
-            f"INSERT OR IGNORE INTO effects ({self._EFFECT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR IGNORE INTO effects ({EFFECT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (e.key, e.run_id, e.action, e.status, e.intent_at, e.crossing_id, e.proposal_hash,
              e.performed, _dump(e.result), e.error, e.done_at),
         ).rowcount == 1
         if inserted:
             return e
-        row = db.execute(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?",
+        row = db.execute(f"SELECT {EFFECT_COLS} FROM effects WHERE key=?",
                          (e.key,)).fetchone()
-        return self._effect(row)
+        return effect_row(row)
 
     async def save_attempt(
         self,
@@ -482,7 +443,7 @@ class SQLiteStore:
         with self._tx() as db:
             self._upsert_crossing(db, crossing)
             db.execute(
-                f"INSERT INTO attempts ({self._ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (a.crossing_id, a.attempt, a.kind, a.at, a.proposal_hash, a.raw,
                  _dump(a.value), _dump(a.provenance), a.error_kind, a.error_message, a.retry_at),
             )
@@ -532,16 +493,16 @@ class SQLiteStore:
                          (run_id,))
 
     async def list_crossings(self, run_id: str | None = None) -> list[CrossingRecord]:
-        return [self._crossing(r) for r in self._by_run(
-            "crossings", self._CROSSING_COLS, run_id, "run_id, seq")]
+        return [crossing_row(r) for r in self._by_run(
+            "crossings", CROSSING_COLS, run_id, "run_id, seq")]
 
     async def list_attempts(self, run_id: str | None = None) -> list[AttemptRecord]:
-        return [self._attempt(r) for r in self._by_run(
-            "attempts", self._ATTEMPT_COLS, run_id, "crossing_id, attempt")]
+        return [_attempt_row(r) for r in self._by_run(
+            "attempts", ATTEMPT_COLS, run_id, "crossing_id, attempt")]
 
     async def list_verdicts(self, run_id: str | None = None) -> list[VerdictRecord]:
-        return [self._verdict(r) for r in self._by_run(
-            "verdicts", self._VERDICT_COLS, run_id, "crossing_id, attempt, rowid")]
+        return [verdict_row(r) for r in self._by_run(
+            "verdicts", VERDICT_COLS, run_id, "crossing_id, attempt, rowid")]
 
     # effects -----------------------------------------------------------------------------
     async def begin_effect(self, intent: EffectRecord) -> EffectRecord:
@@ -558,39 +519,32 @@ class SQLiteStore:
         await self._sync()
 
     async def get_effect(self, key: str) -> EffectRecord | None:
-        row = self._one(f"SELECT {self._EFFECT_COLS} FROM effects WHERE key=?", (key,))
-        return None if row is None else self._effect(row)
+        row = self._one(f"SELECT {EFFECT_COLS} FROM effects WHERE key=?", (key,))
+        return None if row is None else effect_row(row)
 
     async def list_effects(self, run_id: str | None = None) -> list[EffectRecord]:
-        return [self._effect(r) for r in self._by_run("effects", self._EFFECT_COLS, run_id,
+        return [effect_row(r) for r in self._by_run("effects", EFFECT_COLS, run_id,
                                                       "intent_at, key")]
 
     # timers ------------------------------------------------------------------------------
-    _TIMER_COLS = "timer_id, run_id, fire_at, purpose, status, guard_key, guard_version, fired_at"
-
-    @staticmethod
-    def _timer(r: tuple[Any, ...]) -> TimerRecord:
-        return TimerRecord(timer_id=r[0], run_id=r[1], fire_at=r[2], purpose=r[3], status=r[4],
-                           guard_key=r[5], guard_version=r[6], fired_at=r[7])
-
     async def add_timer(self, timer: TimerRecord) -> None:
         t = timer
         with self._tx() as db:
-            db.execute(f"INSERT OR IGNORE INTO timers ({self._TIMER_COLS}) "
+            db.execute(f"INSERT OR IGNORE INTO timers ({TIMER_COLS}) "
                        "VALUES (?,?,?,?,?,?,?,?)",
                        (t.timer_id, t.run_id, t.fire_at, t.purpose, t.status, t.guard_key,
                         t.guard_version, t.fired_at))
         await self._sync()
 
     async def get_timer(self, timer_id: str) -> TimerRecord | None:
-        row = self._one(f"SELECT {self._TIMER_COLS} FROM timers WHERE timer_id=?", (timer_id,))
-        return None if row is None else self._timer(row)
+        row = self._one(f"SELECT {TIMER_COLS} FROM timers WHERE timer_id=?", (timer_id,))
+        return None if row is None else timer_row(row)
 
     async def fire_due_timers(self, now: str, *, limit: int = 10_000) -> list[TimerRecord]:
         out: list[TimerRecord] = []
         with self._tx() as db:
-            due = [self._timer(r) for r in db.execute(
-                f"SELECT {self._TIMER_COLS} FROM timers WHERE status='pending' AND fire_at <= ? "
+            due = [timer_row(r) for r in db.execute(
+                f"SELECT {TIMER_COLS} FROM timers WHERE status='pending' AND fire_at <= ? "
                 "ORDER BY fire_at, timer_id LIMIT ?", (now, limit)).fetchall()]
             for t in due:
                 status = "fired"
@@ -616,14 +570,14 @@ class SQLiteStore:
     async def list_timers(
         self, run_id: str | None = None, status: str | None = None
     ) -> list[TimerRecord]:
-        sql, params = f"SELECT {self._TIMER_COLS} FROM timers WHERE 1=1", []
+        sql, params = f"SELECT {TIMER_COLS} FROM timers WHERE 1=1", []
         if run_id is not None:
             sql += " AND run_id=?"
             params.append(run_id)
         if status is not None:
             sql += " AND status=?"
             params.append(status)
-        return [self._timer(r) for r in self._all(sql + " ORDER BY fire_at, timer_id", params)]
+        return [timer_row(r) for r in self._all(sql + " ORDER BY fire_at, timer_id", params)]
 
     async def cancel_timer(self, timer_id: str) -> None:
         with self._tx() as db:
@@ -632,11 +586,6 @@ class SQLiteStore:
         await self._sync()
 
     # inbox -------------------------------------------------------------------------------
-    @staticmethod
-    def _message(r: tuple[Any, ...]) -> MessageRecord:
-        return MessageRecord(run_id=r[0], message_id=r[1], channel=r[2], payload=_load(r[3]),
-                             received_at=r[4], consumed_seq=r[5])
-
     def _deliver(self, db: sqlite3.Connection, m: MessageRecord, now: str) -> bool:
         new = db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?)",
                          (m.run_id, m.message_id, m.channel, _dump(m.payload), m.received_at,
@@ -652,9 +601,10 @@ class SQLiteStore:
         return _result
 
     async def next_message(self, run_id: str, channel: str) -> MessageRecord | None:
-        row = self._one("SELECT * FROM messages WHERE run_id=? AND channel=? AND consumed_seq "
-                        "IS NULL ORDER BY received_at, rowid LIMIT 1", (run_id, channel))
-        return None if row is None else self._message(row)
+        row = self._one(f"SELECT {MESSAGE_COLS} FROM messages WHERE run_id=? AND channel=? "
+                        "AND consumed_seq IS NULL ORDER BY received_at, rowid LIMIT 1",
+                        (run_id, channel))
+        return None if row is None else message_row(row)
 
     async def consume_message(self, message: MessageRecord, step: StepRecord) -> None:
         with self._tx() as db:
@@ -664,27 +614,15 @@ class SQLiteStore:
         await self._sync()
 
     async def list_messages(self, run_id: str) -> list[MessageRecord]:
-        return [self._message(r) for r in self._all(
-            "SELECT * FROM messages WHERE run_id=? ORDER BY received_at, rowid", (run_id,))]
+        return [message_row(r) for r in self._all(
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE run_id=? ORDER BY received_at, rowid",
+            (run_id,))]
 
     # approvals ---------------------------------------------------------------------------
-    _APPROVAL_COLS = ("approval_id, run_id, crossing_id, boundary, proposal_hash, value, reason, "
-                      "role, created_at, status, sla_due, fallback, decided_by, decided_at, "
-                      "comment")
-
-    @staticmethod
-    def _approval(r: tuple[Any, ...]) -> ApprovalRecord:
-        return ApprovalRecord(
-            approval_id=r[0], run_id=r[1], crossing_id=r[2], boundary=r[3], proposal_hash=r[4],
-            value=_load(r[5]), reason=r[6], role=r[7], created_at=r[8], status=r[9],
-            sla_due=r[10], fallback=_load(r[11]), decided_by=r[12], decided_at=r[13],
-            comment=r[14],
-        )
-
     async def create_approval(self, approval: ApprovalRecord) -> None:
         a = approval
         with self._tx() as db:
-            db.execute(f"INSERT OR IGNORE INTO approvals ({self._APPROVAL_COLS}) "
+            db.execute(f"INSERT OR IGNORE INTO approvals ({APPROVAL_COLS}) "
                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (a.approval_id, a.run_id, a.crossing_id, a.boundary, a.proposal_hash,
                         _dump(a.value), a.reason, a.role, a.created_at, a.status, a.sla_due,
@@ -692,21 +630,21 @@ class SQLiteStore:
         await self._sync()
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
-        row = self._one(f"SELECT {self._APPROVAL_COLS} FROM approvals WHERE approval_id=?",
+        row = self._one(f"SELECT {APPROVAL_COLS} FROM approvals WHERE approval_id=?",
                         (approval_id,))
-        return None if row is None else self._approval(row)
+        return None if row is None else approval_row(row)
 
     async def list_approvals(
         self, *, status: str | None = None, run_id: str | None = None
     ) -> list[ApprovalRecord]:
-        sql, params = f"SELECT {self._APPROVAL_COLS} FROM approvals WHERE 1=1", []
+        sql, params = f"SELECT {APPROVAL_COLS} FROM approvals WHERE 1=1", []
         if status is not None:
             sql += " AND status=?"
             params.append(status)
         if run_id is not None:
             sql += " AND run_id=?"
             params.append(run_id)
-        return [self._approval(r) for r in self._all(sql + " ORDER BY created_at, approval_id",
+        return [approval_row(r) for r in self._all(sql + " ORDER BY created_at, approval_id",
                                                       params)]
 
     async def decide_approval(
@@ -751,14 +689,14 @@ class SQLiteStore:
         if kind is not None:
             sql += " AND kind=?"
             params.append(kind)
-        return [EventRecord(r[0], r[1], _load(r[2]), r[3], r[4])
+        return [EventRecord(r[0], r[1], load(r[2]), r[3], r[4])
                 for r in self._all(sql + " ORDER BY event_id", params)]
 
     # versioned records -------------------------------------------------------------------
     async def get_record(self, namespace: str, key: str) -> VersionedRecord | None:
         row = self._one("SELECT version, value, updated_at FROM records WHERE namespace=? AND "
                         "key=?", (namespace, key))
-        return None if row is None else VersionedRecord(namespace, key, row[0], _load(row[1]),
+        return None if row is None else VersionedRecord(namespace, key, row[0], load(row[1]),
                                                         row[2])
 
     async def cas_record(
@@ -782,7 +720,7 @@ class SQLiteStore:
         return VersionedRecord(namespace, key, new_version, value, now) if won else None
 
     async def list_records(self, namespace: str) -> list[VersionedRecord]:
-        return [VersionedRecord(namespace, r[0], r[1], _load(r[2]), r[3]) for r in self._all(
+        return [VersionedRecord(namespace, r[0], r[1], load(r[2]), r[3]) for r in self._all(
             "SELECT key, version, value, updated_at FROM records WHERE namespace=? ORDER BY key",
             (namespace,))]
 
@@ -817,7 +755,7 @@ class SQLiteStore:
         return [int(row[1]) for row in rows]
 
     async def read_topic(self, topic: str, *, after: int, limit: int) -> list[TopicEvent]:
-        return [TopicEvent(topic, r[0], r[1], _load(r[2]), _load(r[3]), r[4], r[5])
+        return [TopicEvent(topic, r[0], r[1], load(r[2]), load(r[3]), r[4], r[5])
                 for r in self._all(
                     "SELECT offset_, key, payload, headers, event_time, appended_at FROM "
                     "topic_events WHERE topic=? AND offset_ > ? ORDER BY offset_ LIMIT ?",
