@@ -18,58 +18,23 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from threshold import (
-    Accept,
-    Boundary,
-    EffectContext,
-    Prompt,
-    Reject,
     RunContext,
     Runtime,
-    VerifyContext,
     VirtualClock,
     open_store,
-    verifier,
 )
-from threshold.models import ErrorProfile, ModelRegistry, SimModel
+from threshold.models import ModelRegistry
+from workload import BOUNDARY, error_free_sim
 
 STEPS_PER_CROSSING = 3
 
 
-class Offer(BaseModel):
-    action: Literal["renew", "escalate", "churn"]
-    discount_pct: int = Field(ge=0, le=30)
-
-
-@verifier("cap", version="1")
-def cap(offer: Offer, ctx: VerifyContext) -> Accept | Reject:
-    return Accept() if offer.discount_pct <= 30 else Reject("policy.cap", "over cap")
-
-
-@verifier("no_churn_discount", version="1")
-def no_churn_discount(offer: Offer, ctx: VerifyContext) -> Accept | Reject:
-    ok = offer.action != "churn" or offer.discount_pct == 0
-    return Accept() if ok else Reject("rule.churn", "no discount on churn")
-
-
-async def send(offer: Offer, effect: EffectContext) -> dict[str, Any]:
-    return {"key": effect.key}
-
-
-BOUNDARY = Boundary("offer", output=Offer, prompt=Prompt("offer", "1", "Customer {c}."),
-                    verifiers=[cap, no_churn_discount], commit=send)
-
-
 def make_runtime(path: Path) -> Runtime:
     models = ModelRegistry()
-    # An error-free profile: the benchmark measures the runtime, not retries.
-    sim = SimModel("v1", profile=ErrorProfile())
-    sim.register(Offer, lambda rng, request: Offer(action=rng.choice(["renew", "escalate"]),
-                                                   discount_pct=rng.randint(0, 30)))
+    sim = error_free_sim()
     models.add("sim", sim)
     runtime = Runtime(open_store(f"sqlite:///{path}"), clock=VirtualClock(), models=models,
                       default_model="sim")

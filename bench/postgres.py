@@ -32,63 +32,31 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from pydantic import BaseModel, Field
 
 from threshold import (
-    Accept,
-    Boundary,
-    EffectContext,
-    Prompt,
-    Reject,
     RunContext,
     Runtime,
-    VerifyContext,
     VirtualClock,
-    verifier,
 )
-from threshold.models import ErrorProfile, SimModel
 from threshold.store import open_store
 from threshold.store._postgres import PostgresStore
+from workload import BOUNDARY, error_free_sim
 
 HERE = Path(__file__).parent
 AGENT = "pg_bench"
 
 
-class Offer(BaseModel):
-    action: Literal["renew", "escalate", "churn"]
-    discount_pct: int = Field(ge=0, le=30)
-
-
-@verifier("cap", version="1")
-def cap(offer: Offer, ctx: VerifyContext) -> Accept | Reject:
-    return Accept() if offer.discount_pct <= 30 else Reject("policy.cap", "over cap")
-
-
-@verifier("no_churn_discount", version="1")
-def no_churn_discount(offer: Offer, ctx: VerifyContext) -> Accept | Reject:
-    ok = offer.action != "churn" or offer.discount_pct == 0
-    return Accept() if ok else Reject("rule.churn", "no discount on churn")
-
-
-async def send(offer: Offer, effect: EffectContext) -> dict[str, Any]:
-    return {"key": effect.key}
-
-
-BOUNDARY = Boundary("offer", output=Offer, prompt=Prompt("offer", "1", "Customer {c}."),
-                    verifiers=[cap, no_churn_discount], commit=send)
 # Per-crossing samples of the in-process measurement: (seconds, write transactions).
 SAMPLES: list[tuple[float, int]] = []
 
 
 def agents(runtime: Runtime) -> None:
     """The benchmark agent and its error-free sim model (``--agents postgres:agents``)."""
-    sim = SimModel("v1", profile=ErrorProfile())
-    sim.register(Offer, lambda rng, request: Offer(action=rng.choice(["renew", "escalate"]),
-                                                   discount_pct=rng.randint(0, 30)))
+    sim = error_free_sim()
     runtime.models.add("sim", sim)
 
     @runtime.agent(AGENT)
