@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from threshold.clock import Clock, SystemClock, VirtualClock, to_iso
+from threshold.clock import Clock, SystemClock, to_iso
 from threshold.effects import EffectContext
 from threshold.errors import (
     ConfigError,
@@ -283,6 +283,3 @@ def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
                  for p in version.removeprefix("v").split("."))
 
-
-def is_virtual(clock: Clock) -> bool:
-    return isinstance(clock, VirtualClock)
