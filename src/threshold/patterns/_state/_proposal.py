@@ -32,8 +32,9 @@ def proposal_type(machine: str, states: Sequence[str],
     """``TransitionProposal[payload_type]`` with ``to_state`` restricted to ``states``."""
     base: Any = TransitionProposal[payload_type]
     name = "".join(p.capitalize() for p in _words(machine)) + "Transition"
-    model = create_model(name, __base__=base,
-                         to_state=(Literal[tuple(states)], ...))
+    # Typed as Any: pydantic's stubs for a dynamic Literal differ between 2.13 and 2.14.
+    to_state: Any = (Literal[tuple(states)], ...)
+    model = create_model(name, __base__=base, to_state=to_state)
     return cast(type[TransitionProposal[Any]], model)
 
 
