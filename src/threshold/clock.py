@@ -65,9 +65,19 @@ class VirtualClock:
         return self._now
 
 
+_last_iso: tuple[datetime, str] | None = None
+
+
 def to_iso(moment: datetime) -> str:
     """The journal's time format: ISO 8601, UTC, microseconds."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    global _last_iso
+    # A virtual clock hands out one instant for a whole burst of journal writes.
+    last = _last_iso
+    if last is not None and last[0] is moment:
+        return last[1]
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    _last_iso = (moment, text)
+    return text
 
 
 def from_iso(text: str) -> datetime:

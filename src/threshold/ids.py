@@ -7,11 +7,13 @@ import json
 import random
 from typing import Any
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=str)
+
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the form every hash is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    return _CANONICAL.encode(value)
 
 
 def digest(value: Any) -> str:

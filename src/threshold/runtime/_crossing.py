@@ -73,6 +73,7 @@ class CrossingEngine(Generic[M]):
         self.crossing_id = f"{ctx.run_id}/{seq}"
         self.step_record: StepRecord | None = None
         self.key = idempotency_key(ctx.run_id, seq, boundary.action)
+        self._dumped: Any = None  # the last proposal as JSON, dumped once per attempt
 
     def _now(self) -> str:
         return to_iso(self.runtime.clock.now())
@@ -154,8 +155,7 @@ class CrossingEngine(Generic[M]):
             provenance = self._provenance(request, completion)
             attempt = AttemptRecord(
                 self.crossing_id, attempt_no, "proposal", self._now(), phash, text[:RAW_LIMIT],
-                None if value is None else value.model_dump(mode="json"),
-                provenance.model_dump(mode="json"))
+                self._dumped, provenance.model_dump(mode="json"))
             rejects = [v for _, _, v in verdicts if isinstance(v, Reject)]
             intent = None
             if not rejects and b.commit is not None:
@@ -223,13 +223,16 @@ class CrossingEngine(Generic[M]):
         if completion.finish_reason == "refusal":
             reject = Reject("model.refusal", "the model refused to answer",
                             hint="answer with the JSON object the schema describes")
+            self._dumped = None
             return None, [(SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, reject)], digest(text)
+        self._dumped = None
         value, schema_verdict = parse_output(text, b.output)
         verdicts: list[tuple[str, str, Verdict]] = [
             (SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, schema_verdict)]
         if value is None:
             return None, verdicts, digest(text)
-        phash = digest(value.model_dump(mode="json"))
+        self._dumped = value.model_dump(mode="json")
+        phash = digest(self._dumped)
         vctx = VerifyContext(self.ctx.run_id, self.seq, b.name, self.inputs,
                              self.runtime.clock.now(), attempt_no, self.facts)
         for check in b.verifiers:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 def qualified(cols: str, alias: str) -> str:
     """``a, b`` -> ``t.a, t.b``, for statements that join."""
@@ -13,7 +15,7 @@ def qualified(cols: str, alias: str) -> str:
 
 
 def dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def text(value: str | None) -> str | None:

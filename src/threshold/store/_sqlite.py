@@ -57,6 +57,9 @@ from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 _OPEN_BATCHES: dict[str, SQLiteStore] = {}
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
 def _attempt_row(r: tuple[Any, ...]) -> AttemptRecord:
     return attempt_row(r, raw=lambda stored: stored)  # SQLite keeps model output as text
 
@@ -71,7 +74,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _dump(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 class SQLiteStore:
@@ -130,8 +133,9 @@ class SQLiteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write. Inside an event loop, writes of the same loop tick share one
-        transaction (group commit): each runs in a savepoint, so a failing write undoes only
-        itself, and its caller resumes from ``_sync`` only after the shared COMMIT."""
+        transaction (group commit), and a caller resumes from ``_sync`` only after the
+        shared COMMIT. A failing write undoes only itself: the batch's first write, alone
+        in it, by rolling the transaction back; each later one within its own savepoint."""
         db = self._db
         loop = _running_loop()
         other = _OPEN_BATCHES.get(self._path)
@@ -139,30 +143,31 @@ class SQLiteStore:
             # Another handle on this file in this process holds the write lock until its
             # tick ends; waiting for it here would block that very tick. Commit it now.
             other._flush()
-        if loop is None or not self._group_commit:
-            db.execute("BEGIN IMMEDIATE")
+        if db.in_transaction:  # an open batch, or a write nested in another
+            db.execute("SAVEPOINT write")
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                db.execute("ROLLBACK TO write")
+                db.execute("RELEASE write")
                 raise
-            else:
-                db.execute("COMMIT")
+            db.execute("RELEASE write")
             return
-        if not self._batch_open:
-            db.execute("BEGIN IMMEDIATE")
-            self._batch_open = True
-            if self._path != ":memory:":
-                _OPEN_BATCHES[self._path] = self
-            loop.call_soon(self._flush)
-        db.execute("SAVEPOINT write")
+        db.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK TO write")
-            db.execute("RELEASE write")
+            db.execute("ROLLBACK")
             raise
-        db.execute("RELEASE write")
+        if loop is None or not self._group_commit:
+            db.execute("COMMIT")
+            return
+        # Savepoints cost two statements per write; a lone writer, the common case of a
+        # run on its own, needs none, so the batch opens only once its first write is in.
+        self._batch_open = True
+        if self._path != ":memory:":
+            _OPEN_BATCHES[self._path] = self
+        loop.call_soon(self._flush)
 
     async def _sync(self) -> None:
         """Wait until the writes made so far are committed.

@@ -1,0 +1,80 @@
+"""Group commit on SQLite: writes of one loop tick share a transaction, and a failing write
+undoes only itself, whether it opened the batch or joined it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from threshold.errors import StoreError
+from threshold.store import CrossingRecord, StepRecord
+from threshold.store._sqlite import SQLiteStore
+
+AT = "2026-01-01T00:00:00.000000+00:00"
+
+
+def step(seq: int) -> StepRecord:
+    return StepRecord("r", seq, "step", f"s{seq}", {"seq": seq}, AT)
+
+
+def crossing(seq: int) -> CrossingRecord:
+    return CrossingRecord(f"r/{seq}", "r", seq, "offer", "1", "send", [], "committed", 1, AT,
+                          "sim", "offer", "1", ended_at=AT)
+
+
+def durable(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """What another connection sees: only committed rows."""
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+async def _writes_in_one_tick(path: Path, failing_first: bool) -> list[BaseException | None]:
+    store = SQLiteStore(str(path), migrate=True)
+    await store.record_step(step(1))
+    # Fails on its second statement (step 1 exists), after its crossing row went in.
+    bad = store.finish_crossing(crossing(1), effect=None, step=step(1))
+    good = [store.record_step(step(2)), store.finish_crossing(crossing(3), effect=None,
+                                                              step=step(3))]
+    writes = [bad, *good] if failing_first else [*good, bad]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    await store.close()
+    order = [results[0], *results[1:]] if failing_first else [results[-1], *results[:-1]]
+    return [r if isinstance(r, BaseException) else None for r in order]
+
+
+@pytest.mark.parametrize("failing_first", [True, False], ids=["opens-batch", "joins-batch"])
+def test_a_failing_write_undoes_only_itself(tmp_path: Path, failing_first: bool) -> None:
+    """The failing write's earlier statement is undone; the other writes of its tick land."""
+    path = tmp_path / "j.db"
+    bad, *good = asyncio.run(_writes_in_one_tick(path, failing_first))
+    assert isinstance(bad, StoreError)
+    assert good == [None, None]
+    assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,), (3,)]
+    assert durable(path, "SELECT crossing_id FROM crossings") == [("r/3",)]
+
+
+def test_writes_of_one_tick_share_one_commit(tmp_path: Path) -> None:
+    """Concurrent writers resume only after their shared COMMIT, and it holds them all."""
+    path = tmp_path / "j.db"
+
+    async def main() -> list[int]:
+        store = SQLiteStore(str(path), migrate=True)
+        await store.record_step(step(1))  # the schema's own commit is behind us
+        commits: list[int] = []
+        store.connection.set_trace_callback(
+            lambda sql: commits.append(1) if sql == "COMMIT" else None)
+
+        async def write(seq: int) -> int:
+            await store.record_step(step(seq))
+            return len(durable(path, "SELECT seq FROM steps"))
+
+        seen = await asyncio.gather(*(write(seq) for seq in range(2, 7)))
+        await store.close()
+        return [len(commits), *seen]
+
+    commits, *seen = asyncio.run(main())
+    assert commits == 1
+    assert seen == [6] * 5
