@@ -78,3 +78,31 @@ def test_writes_of_one_tick_share_one_commit(tmp_path: Path) -> None:
     commits, *seen = asyncio.run(main())
     assert commits == 1
     assert seen == [6] * 5
+
+
+def test_a_writer_cancelled_during_the_commit_keeps_its_write(tmp_path: Path) -> None:
+    """Cancelled while waiting for the COMMIT, a write still lands and returns; the
+    cancellation arrives at the writer's next await, so it cannot tear a write in two."""
+    path = tmp_path / "j.db"
+
+    async def main() -> list[str]:
+        store = SQLiteStore(str(path), migrate=True)
+        await store.record_step(step(1))
+        reached: list[str] = []
+
+        async def writer() -> None:
+            await store.record_step(step(2))
+            reached.append("write returned")
+            await asyncio.sleep(0)
+            reached.append("next await passed")
+
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(0)  # the writer's statements ran; it waits for the COMMIT
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await store.close()
+        return reached
+
+    assert asyncio.run(main()) == ["write returned"]
+    assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,)]

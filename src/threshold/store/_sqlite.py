@@ -77,6 +77,17 @@ def _dump(value: Any) -> str | None:
     return _ENCODER.encode(value)
 
 
+class _Batch:
+    """One group-commit transaction: the writers waiting for its COMMIT, and how it ended."""
+
+    __slots__ = ("done", "error", "waiters")
+
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[None]] = []
+        self.done = False
+        self.error: sqlite3.Error | None = None
+
+
 class SQLiteStore:
     """A ``Store`` on one SQLite file (or ``:memory:``)."""
 
@@ -85,8 +96,7 @@ class SQLiteStore:
         self.url = url or f"sqlite:///{path}"
         self._group_commit = group_commit
         self._path = path if path == ":memory:" else str(Path(path).resolve())
-        self._batch_open = False
-        self._waiters: list[asyncio.Future[None]] = []
+        self._batch: _Batch | None = None  # the open group-commit transaction
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -164,7 +174,7 @@ class SQLiteStore:
             return
         # Savepoints cost two statements per write; a lone writer, the common case of a
         # run on its own, needs none, so the batch opens only once its first write is in.
-        self._batch_open = True
+        self._batch = _Batch()
         if self._path != ":memory:":
             _OPEN_BATCHES[self._path] = self
         loop.call_soon(self._flush)
@@ -175,14 +185,18 @@ class SQLiteStore:
         A write is done once its statements ran; only its commit is awaited here. So a task
         cancelled while waiting still sees its write through, as a write with no await in
         it would, and the cancellation is delivered at the task's next await instead."""
-        if not self._batch_open:
+        batch = self._batch
+        if batch is None:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        loop = asyncio.get_running_loop()
         cancelled = False
-        while not waiter.done():
+        while not batch.done:
+            # A plain future, not a shielded one: one allocation per waiter, and a
+            # cancelled waiter is simply replaced while the batch is still open.
+            waiter: asyncio.Future[None] = loop.create_future()
+            batch.waiters.append(waiter)
             try:
-                await asyncio.shield(waiter)
+                await waiter
             except asyncio.CancelledError:
                 cancelled = True
         if cancelled:
@@ -190,24 +204,22 @@ class SQLiteStore:
             if task is not None:
                 task.uncancel()
                 task.cancel()
-        waiter.result()
+        if batch.error is not None:
+            raise StoreError(f"group commit failed: {batch.error}")
 
     def _flush(self) -> None:
-        if not self._batch_open:
+        batch, self._batch = self._batch, None
+        if batch is None:
             return  # committed early, or the store was closed
-        waiters, self._waiters = self._waiters, []
-        self._batch_open = False
         if _OPEN_BATCHES.get(self._path) is self:
             del _OPEN_BATCHES[self._path]
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._db.execute("ROLLBACK")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(StoreError(f"group commit failed: {exc}"))
-            return
-        for waiter in waiters:
+            batch.error = exc
+        batch.done = True
+        for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -219,8 +231,7 @@ class SQLiteStore:
         return row
 
     async def close(self) -> None:
-        if self._batch_open:
-            self._flush()
+        self._flush()
         self._db.close()
 
     # runs --------------------------------------------------------------------------------
