@@ -193,7 +193,7 @@ async def _await_reply(world: World, ctx: RunContext, c: Customer) -> dict[str, 
             return dict(reply)
         if reminder < 2:
             async def remind(effect: EffectContext, n: int = reminder) -> str:
-                return world.send_reminder(effect, c, n + 1)
+                return await world.send_reminder(effect, c, n + 1)
 
             await ctx.effect("mail.reminder", remind)
     return None

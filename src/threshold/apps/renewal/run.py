@@ -241,7 +241,7 @@ async def run_portfolio(options: PortfolioOptions,
         return summary
     finally:
         if mailer is not None:
-            mailer.close()
+            await mailer.close()
         if server is not None:
             server.stop()
         await store.close()

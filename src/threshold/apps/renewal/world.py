@@ -195,17 +195,18 @@ class World:
         return None
 
     # commits ----------------------------------------------------------------------------
-    def _mail(self, key: str, c: Customer, subject: str, body: str) -> str | None:
+    async def _mail(self, key: str, c: Customer, subject: str, body: str) -> str | None:
         if self.mailer is None:
             return None
-        return self.mailer.send(key, f"{c.customer_id.lower()}@customers.example", subject, body)
+        return await self.mailer.send(key, f"{c.customer_id.lower()}@customers.example",
+                                      subject, body)
 
     async def send_offer(self, offer: Offer, effect: EffectContext) -> dict[str, Any]:
         run_id = effect.run_id
         c = self.customers[run_id.removeprefix("renewal-")]
-        message_id = self._mail(effect.key, c, f"Your renewal: {offer.headline}",
-                                f"Dear customer {c.customer_id},\n\n{offer.headline}; "
-                                f"plan: {offer.plan}.\nReply to accept.\n")
+        message_id = await self._mail(effect.key, c, f"Your renewal: {offer.headline}",
+                                      f"Dear customer {c.customer_id},\n\n{offer.headline}; "
+                                      f"plan: {offer.plan}.\nReply to accept.\n")
         self.crm.record_offer(effect.key, c.customer_id, offer.discount_pct, offer.term_months,
                               offer.plan, message_id, to_iso(effect.now))
         self.crm.upsert_account(c, "offer_sent", to_iso(effect.now))
@@ -215,16 +216,16 @@ class World:
         }, run_id=f"customer-{c.customer_id}", seed=derive_seed(self.seed, c.customer_id))
         return {"message_id": message_id}
 
-    def send_reminder(self, effect: EffectContext, c: Customer, n: int) -> str:
-        return self._mail(effect.key, c, f"Reminder {n}: your renewal offer",
-                          "Your renewal offer is waiting for you.\n") or ""
+    async def send_reminder(self, effect: EffectContext, c: Customer, n: int) -> str:
+        return await self._mail(effect.key, c, f"Reminder {n}: your renewal offer",
+                                "Your renewal offer is waiting for you.\n") or ""
 
     async def record_close(self, terms: CloseTerms, effect: EffectContext) -> dict[str, Any]:
         c = self.customers[effect.run_id.removeprefix("renewal-")]
         self.crm.upsert_account(c, f"closing:{terms.decision}", to_iso(effect.now))
-        message_id = self._mail(effect.key, c, "Your renewal is confirmed",
-                                f"{terms.decision}: {terms.discount_pct}% off for "
-                                f"{terms.term_months} months.\n")
+        message_id = await self._mail(effect.key, c, "Your renewal is confirmed",
+                                      f"{terms.decision}: {terms.discount_pct}% off for "
+                                      f"{terms.term_months} months.\n")
         return {"message_id": message_id}
 
     # the simulated customer ---------------------------------------------------------------
