@@ -2,14 +2,16 @@
 
 Records a workload (runs of several crossings each: the sim proposer, the schema check and
 two verifiers, a commit per crossing, some retries) into a SQLite file, then replays every
-run against its journal with the recorded proposals (``threshold.replay.replay_runs``):
-load the journals, re-execute the agent code in a scratch store, compare step by step.
-The floor, measured in the same process on the same file, is reading the same journal
-rows (runs, steps, crossings, attempts, verdicts, effects) raw with ``sqlite3``: replay
-cannot be faster than reading what it replays. The first execution of the same workload
-(recording it, once) is reported beside it.
+run against its journal with the recorded proposals (``threshold.replay.replay_runs``).
+By default that is the verify-only fast path: read the journals, re-execute the agent code
+against them in memory, re-parse and re-verify every recorded proposal; ``--full-engine``
+measures the full engine instead (a scratch store, the whole crossing engine per crossing,
+then a step-by-step diff). The floor, measured in the same process on the same file, is
+reading the same journal rows (runs, steps, crossings, attempts, verdicts, effects) raw
+with ``sqlite3``: replay cannot be faster than reading what it replays. The first
+execution of the same workload (recording it, once) is reported beside it.
 
-    python bench/replay.py [--runs 200] [--crossings-per-run 5] [--repeats 5]
+    python bench/replay.py [--runs 200] [--crossings-per-run 5] [--repeats 5] [--full-engine]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +98,18 @@ async def record(url: str, runs: int, per_run: int) -> int:
     return crossings
 
 
-async def replay_once(url: str, per_run: int) -> tuple[float, int]:
+async def replay_once(url: str, per_run: int, fast: bool) -> tuple[float, int, Counter[str]]:
     store = open_store(url)
     try:
         started = time.perf_counter()
-        outcomes = await replay_runs(store, None, register(per_run))
+        outcomes = await replay_runs(store, None, register(per_run), fast=fast)
         elapsed = time.perf_counter() - started
     finally:
         await store.close()
     bad = [o.diff.run_id for o in outcomes if o.diff.diffs]
     if bad:
         raise SystemExit(f"replay is not deterministic for {bad[:3]}")
-    return elapsed, len(outcomes)
+    return elapsed, len(outcomes), Counter(o.path for o in outcomes)
 
 
 def floor_once(path: str) -> float:
@@ -126,6 +129,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--crossings-per-run", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--full-engine", action="store_true",
+                        help="measure the full engine instead of the verify-only fast path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "bench.db")
@@ -135,17 +140,21 @@ def main() -> None:
         record_s = time.perf_counter() - started
         replays, floors = [], []
         for _ in range(args.repeats):
-            elapsed, runs = asyncio.run(replay_once(url, args.crossings_per_run))
+            elapsed, runs, paths = asyncio.run(replay_once(url, args.crossings_per_run,
+                                                           not args.full_engine))
             replays.append(elapsed)
             floors.append(floor_once(path))
     replay_s, floor_s = statistics.median(replays), statistics.median(floors)
     rate, floor_rate = crossings / replay_s, crossings / floor_s
-    print(f"replayed {runs} runs, {crossings} crossings: median {replay_s * 1000:.1f} ms "
+    print(f"replayed {runs} runs ({paths['fast']} verify-only, {paths['full']} full engine), "
+          f"{crossings} crossings: median {replay_s * 1000:.1f} ms "
           f"({rate:,.0f} crossings/s); raw read of the same rows {floor_s * 1000:.1f} ms "
           f"({floor_rate:,.0f} crossings/s); first execution {crossings / record_s:,.0f} "
           f"crossings/s; target {TARGET:,}/s")
     print(json.dumps({
         "crossings": crossings, "runs": runs, "repeats": args.repeats,
+        "path": "full" if args.full_engine else "fast",
+        "runs_by_path": {"fast": paths["fast"], "full": paths["full"]},
         "median_replay_s": round(replay_s, 4), "crossings_per_s": round(rate),
         "floor_read_s": round(floor_s, 5), "floor_crossings_per_s": round(floor_rate),
         "ratio_to_floor": round(replay_s / floor_s, 1),

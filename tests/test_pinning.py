@@ -14,7 +14,8 @@ import pytest
 from golden import pinning_agents as pin
 from threshold import Runtime, VirtualClock, open_store
 from threshold.cli._replay import add_runs_subcommands
-from threshold.errors import MigrationRefused
+from threshold.errors import MigrationRefused, NondeterminismError
+from threshold.replay import check_deterministic
 from threshold.replay._pinning import migrate_run, run_pins, stranded_runs
 
 AGENTS_V1 = "golden.pinning_agents:register_v1"
@@ -77,7 +78,7 @@ def test_stranded_reports_unservable_versions_and_models(tmp_path: Path) -> None
     by_id = {s.run_id: s for s in found}
     assert sorted(by_id) == ["a", "b", "fresh"]
     reasons = " | ".join(by_id["a"].reasons)
-    assert "version 1 is not deployed (deployed: 2, 3)" in reasons
+    assert "version 1 is not deployed (deployed: 2, 3, 4)" in reasons
     assert "model scripted:old cannot be served" in reasons
     assert "policy v7 is pinned, v8 is deployed" in reasons
     assert by_id["fresh"].status == "stranded"
@@ -156,3 +157,18 @@ def test_cli_stranded_and_migrate(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "migrated to 2 by ops@admin" in capsys.readouterr().out
     assert _runs_cli(["runs", "stranded", *common]) == 0
     assert "0 stranded run(s)" in capsys.readouterr().out
+
+
+def test_migration_accepts_a_new_boundary_version_that_strict_replay_reports(
+        tmp_path: Path) -> None:
+    """A bumped boundary version over the same operations is a definition change: strict
+    deterministic replay names its crossing, yet a migration may move the run onto it."""
+    url = _recorded(tmp_path)
+    with pytest.raises(NondeterminismError) as caught:
+        _run(url, lambda s: check_deterministic(s, ["b"], pin.register_deployed,
+                                                agent_version="4"))
+    assert caught.value.step == 1
+    moved = _run(url, lambda s: migrate_run(s, "b", pin.register_deployed, to_version="4",
+                                            model="scripted:new", principal="ops@admin",
+                                            clock=VirtualClock()))
+    assert moved.to_pins["agent_version"] == "4"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -40,9 +41,7 @@ def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
     if not isinstance(data, dict):
         return None, Reject("schema.not_object", f"expected a JSON object, got "
                             f"{type(data).__name__}")
-    known = {f.alias or name for name, f in output.model_fields.items()} | set(
-        output.model_fields
-    )
+    known = _field_names(output)
     extra = sorted(k for k in data if k not in known)
     if extra:
         return None, Reject(
@@ -59,6 +58,13 @@ def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
         code = _PYDANTIC_CODES.get(first["type"], "schema.invalid_value")
         return None, Reject(code, first["msg"], field=where)
     return value, Accept()
+
+
+@lru_cache(maxsize=1024)
+def _field_names(output: type[BaseModel]) -> frozenset[str]:
+    """Every name a field may arrive under (its name and its alias); asked per proposal."""
+    fields = output.model_fields
+    return frozenset({f.alias or name for name, f in fields.items()} | set(fields))
 
 
 def _strip_fence(text: str) -> str:

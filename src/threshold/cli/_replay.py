@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                              "changed (default), or runs where anything diverged")
     replay.add_argument("--sim-seed", type=int, default=0,
                         help="seed of sim models the divergence replay builds")
+    replay.add_argument("--full-engine", action="store_true",
+                        help="deterministic replay: re-execute every run on the full runtime "
+                             "instead of verifying it against its journal first")
     replay.set_defaults(handler=_replay)
 
     ablation = sub.add_parser("ablation", help="experiments on the runtime's architecture")
@@ -157,27 +160,30 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _deterministic(args: argparse.Namespace, run_ids: list[str] | None, register: Any) -> int:
-    async def go() -> list[tuple[str, NondeterminismError | None]]:
+    async def go() -> list[tuple[str, NondeterminismError | None, str]]:
         store = open_store(args.db)
         try:
-            outcomes = await replay_runs(store, run_ids, register)
+            outcomes = await replay_runs(store, run_ids, register, fast=not args.full_engine)
         finally:
             await store.close()
-        return [(o.diff.run_id, o.nondeterminism()) for o in outcomes]
+        return [(o.diff.run_id, o.nondeterminism(), o.path) for o in outcomes]
 
     results = asyncio.run(go())
-    bad = [(run_id, error) for run_id, error in results if error is not None]
+    bad = [(run_id, error) for run_id, error, _ in results if error is not None]
+    fast = sum(1 for *_, path in results if path == "fast")
     if args.json:
         print_json({"mode": "deterministic", "runs": len(results),
                     "clean": len(results) - len(bad),
+                    "paths": {"fast": fast, "full": len(results) - fast},
                     "nondeterministic": [{"run_id": r, "step": e.step, "replayed": e.expected,
                                           "recorded": e.recorded} for r, e in bad if e]})
     else:
-        for run_id, error in results:
+        for run_id, error, _ in results:
             print(f"{run_id:<32} {'ok' if error is None else 'NONDETERMINISM'}")
             if error is not None:
                 print(f"    {error}")
-        print(f"{len(results) - len(bad)}/{len(results)} run(s) replayed clean")
+        print(f"{len(results) - len(bad)}/{len(results)} run(s) replayed clean ({fast} "
+              f"verify-only, {len(results) - fast} full engine)")
     return 1 if bad else 0
 
 

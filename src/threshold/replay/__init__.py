@@ -2,9 +2,14 @@
 or policy, version pinning and migration, and the spine ablation.
 
 - ``check_deterministic(store, run_ids, register)`` re-executes runs against their journals
-  with the recorded proposals (``RecordedModel``, spec ``recorded``) in a scratch store,
-  effects in a shadow ledger, and raises ``NondeterminismError`` at the first step whose
-  verdicts, commits or state differ.
+  and raises ``NondeterminismError`` at the first step whose verdicts, commits or state
+  differ. It first takes the verify-only fast path: the code runs against the journal in
+  memory, every recorded proposal re-parsed and re-verified, effects not performed. A run
+  that departs from its journal, or that the fast path cannot decide alone (human
+  decisions, ``ctx.runtime``, guarded timers, ...), is replayed by the full engine: the
+  recorded proposals (``RecordedModel``, spec ``recorded``) in a scratch store, effects in
+  a shadow ledger; that engine names the first diverging step. ``fast=False`` uses the full
+  engine only; ``ReplayOutcome.path`` and ``.fallback`` say which path decided a run.
 - ``divergence_replay(store, run_ids, register, ReplaySpec(model="sim:v2"))`` re-proposes
   the recorded inputs under another model, prompt or policy and reports, per run and in
   aggregate, what diverged, what the verifiers absorbed and what would change commits.
@@ -30,6 +35,7 @@ from threshold.replay._export import (
     parse_journals,
     read_journals,
 )
+from threshold.replay._fast import Fallback
 from threshold.replay._journal import CrossingJournal, RunJournal, load_journal, load_journals
 from threshold.replay._pinning import (
     Migration,
@@ -61,6 +67,7 @@ __all__ = [
     "AblationConfig",
     "CrossingJournal",
     "DivergenceReport",
+    "Fallback",
     "JournalActor",
     "Migration",
     "PromptOverride",

@@ -4,8 +4,11 @@ Each journal position becomes a ``StepView`` (for a crossing: its attempts, verd
 outcome); two views differ in named aspects: ``path`` (another operation at this position),
 ``proposal``, ``verdicts``, ``commit`` (outcome, committed proposal hash or value) and
 ``result`` (anything else the step returned: a timer's fired/lapsed, an event's data, an
-effect's result). A difference is ``absorbed`` when the committed outcome is unchanged,
-``changed`` when a commit or a state transition moved.
+effect's result). Deterministic replay compares strictly: a crossing also differs in
+``definition`` (boundary version, action, verifier names and versions) and ``inputs`` (the
+digest of what it was asked with), since a recorded proposal answers those and no others.
+A difference is ``absorbed`` when the committed outcome is unchanged, ``changed`` when a
+commit or a state transition moved.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class AttemptView:
     proposal_hash: str | None
     error_kind: str | None
     verdicts: tuple[tuple[str, str, str | None], ...]  # (verifier, accept|reject, code)
+    input_digest: str | None = None
 
     @property
     def rejected(self) -> bool:
@@ -51,6 +55,7 @@ class StepView:
     result: Any
     attempts: tuple[AttemptView, ...] = ()
     finished: bool = True
+    definition: tuple[Any, ...] | None = None  # a crossing's (version, action, verifiers)
 
     @property
     def commit(self) -> tuple[Any, ...]:
@@ -129,13 +134,20 @@ def step_views(journal: RunJournal) -> dict[int, StepView]:
         crossing = journal.crossings.get(seq) if step.kind == "cross" else None
         views[seq] = StepView(seq, step.kind, step.name, _cross_result(step.result)
                               if step.kind == "cross" else step.result,
-                              _attempt_views(crossing) if crossing else ())
+                              _attempt_views(crossing) if crossing else (),
+                              definition=_definition(crossing) if crossing else None)
     for seq, crossing in journal.crossings.items():
         if seq not in views:
             views[seq] = StepView(seq, "cross", crossing.crossing.boundary,
                                   {"status": crossing.crossing.status},
-                                  _attempt_views(crossing), finished=False)
+                                  _attempt_views(crossing), finished=False,
+                                  definition=_definition(crossing))
     return views
+
+
+def _definition(crossing: CrossingJournal) -> tuple[Any, ...]:
+    c = crossing.crossing
+    return c.boundary_version, c.action, tuple(tuple(v) for v in c.verifiers)
 
 
 def _cross_result(result: Any) -> Any:
@@ -150,13 +162,15 @@ def _attempt_views(crossing: CrossingJournal) -> tuple[AttemptView, ...]:
     for v in crossing.verdicts:
         by_attempt.setdefault(v.attempt, []).append((v.verifier, v.verdict, v.code))
     return tuple(AttemptView(a.attempt, a.kind, a.proposal_hash, a.error_kind,
-                             tuple(sorted(by_attempt.get(a.attempt, []))))
+                             tuple(sorted(by_attempt.get(a.attempt, []))),
+                             (a.provenance or {}).get("input_digest"))
                  for a in crossing.attempts)
 
 
-def diff_run(original: RunJournal, replayed: RunJournal) -> RunDiff:
+def diff_run(original: RunJournal, replayed: RunJournal, *, strict: bool = False) -> RunDiff:
     """Compare every position of ``original`` with ``replayed``; a run still in flight is
-    compared only as far as its journal goes."""
+    compared only as far as its journal goes. ``strict``: deterministic replay's comparison
+    (crossing definitions and inputs too)."""
     prefix_only = original.run.status not in TERMINAL_RUN_STATUSES
     result = RunDiff(original.run_id, original.run.agent, prefix_only=prefix_only)
     ours, theirs = step_views(original), step_views(replayed)
@@ -174,7 +188,7 @@ def diff_run(original: RunJournal, replayed: RunJournal) -> RunDiff:
             result.diffs.append(StepDiff(seq, known.kind, known.name, ("path",), "changed",
                                          None, _summary(r), _summary(o)))
             continue
-        diff = _compare_cross(o, r) if o.kind == "cross" else _compare_plain(o, r)
+        diff = _compare_cross(o, r, strict) if o.kind == "cross" else _compare_plain(o, r)
         if o.kind == "cross" and aligned:
             result.crossings.append(CrossingComparison(o.name, diff))
         if diff is not None:
@@ -197,11 +211,16 @@ def _compare_plain(o: StepView, r: StepView) -> StepDiff | None:
                     o.summary())
 
 
-def _compare_cross(o: StepView, r: StepView) -> StepDiff | None:
+def _compare_cross(o: StepView, r: StepView, strict: bool = False) -> StepDiff | None:
     replay_attempts = r.attempts
     if not o.finished:  # in flight: compare what the journal has so far
         replay_attempts = r.attempts[:len(o.attempts)]
     aspects = []
+    if strict and o.definition != r.definition:
+        aspects.append("definition")
+    if strict and [a.input_digest for a in o.attempts] != \
+            [a.input_digest for a in replay_attempts]:
+        aspects.append("inputs")
     if [(a.kind, a.proposal_hash, a.error_kind) for a in o.attempts] != \
             [(a.kind, a.proposal_hash, a.error_kind) for a in replay_attempts]:
         aspects.append("proposal")
@@ -213,12 +232,26 @@ def _compare_cross(o: StepView, r: StepView) -> StepDiff | None:
         aspects.append("result")
     if not aspects:
         return None
+    replayed, recorded = r.summary() + _strict(r, aspects), o.summary() + _strict(o, aspects)
     if "commit" in aspects:
-        return StepDiff(o.seq, o.kind, o.name, tuple(aspects), "changed", None, r.summary(),
-                        o.summary())
+        return StepDiff(o.seq, o.kind, o.name, tuple(aspects), "changed", None, replayed,
+                        recorded)
     new_rejects = {a for a in r.attempts if a.rejected} - set(o.attempts)
     return StepDiff(o.seq, o.kind, o.name, tuple(aspects), "absorbed",
-                    "verifiers" if new_rejects else "same_outcome", r.summary(), o.summary())
+                    "verifiers" if new_rejects else "same_outcome", replayed, recorded)
+
+
+def _strict(view: StepView, aspects: list[str]) -> str:
+    """What a strict-only difference was about: the summaries do not show it."""
+    parts = []
+    if "definition" in aspects and view.definition is not None:
+        version, action, verifiers = view.definition
+        parts.append(f"boundary v{version} action {action} verifiers "
+                     + ",".join(f"{name}@{v}" for name, v in verifiers))
+    if "inputs" in aspects:
+        digests = sorted({a.input_digest for a in view.attempts if a.input_digest})
+        parts.append(f"inputs {','.join(digests) or 'none'}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _compare_final(original: RunJournal, replayed: RunJournal, seq: int) -> StepDiff | None:

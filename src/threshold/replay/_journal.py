@@ -21,6 +21,7 @@ from threshold.store import (
     RunRecord,
     StepRecord,
     Store,
+    TimerRecord,
     VerdictRecord,
 )
 
@@ -36,7 +37,11 @@ class CrossingJournal:
 
 @dataclass(slots=True)
 class RunJournal:
-    """Everything the journal holds about one run that replay needs."""
+    """Everything the journal holds about one run that replay needs.
+
+    ``partial``: only the run and its steps are here. Verify-only replay hands back such
+    journals (it compares crossings without keeping their rows); ``load_journal`` reads the
+    whole of one."""
 
     run: RunRecord
     steps: dict[int, StepRecord] = field(default_factory=dict)
@@ -45,6 +50,8 @@ class RunJournal:
     approvals: list[ApprovalRecord] = field(default_factory=list)
     messages: list[MessageRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    timers: list[TimerRecord] = field(default_factory=list)
+    partial: bool = False
 
     @property
     def run_id(self) -> str:
@@ -94,6 +101,9 @@ async def load_journals(store: Store, run_ids: Iterable[str] | None = None) -> l
     for event in await store.list_events(scope):
         if event.run_id in journals:
             journals[event.run_id].events.append(event)
+    for timer in await store.list_timers(scope):
+        if timer.run_id in journals:
+            journals[timer.run_id].timers.append(timer)
     for journal in journals.values():
         journal.steps = await store.load_steps(journal.run_id)
         journal.messages = await store.list_messages(journal.run_id)

@@ -59,7 +59,7 @@ class ShadowLedger:
         if recorded is None or not done:
             return None
         if recorded.status == "failed":
-            raise _replayed_failure(recorded.error or "")
+            raise replayed_failure(recorded.error or "")
         return recorded.result
 
     def step_result(self, run_id: str, seq: int, name: str) -> tuple[bool, Any]:
@@ -72,7 +72,7 @@ class ShadowLedger:
         return [e for e in self.effects if e.run_id == run_id]
 
 
-def _replayed_failure(message: str) -> Exception:
+def replayed_failure(message: str) -> Exception:
     """An exception whose ``f"{type}: {text}"`` is the recorded message, so the replayed
     crossing or effect records exactly the failure the original recorded."""
     name, sep, text = message.partition(": ")

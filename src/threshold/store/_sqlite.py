@@ -135,6 +135,11 @@ class SQLiteStore:
                 db.execute("UPDATE schema_version SET version = ?", (version,))
 
     @property
+    def path(self) -> str:
+        """The database file, resolved when the store opened (or ``:memory:``)."""
+        return self._path
+
+    @property
     def connection(self) -> sqlite3.Connection:
         """The store's connection, for application tables that must share its transactions
         (an application table written on another connection would wait on the batch)."""
