@@ -326,6 +326,17 @@ async def _with_store(url: str, fn: Any) -> Any:
         await store.close()
 
 
+def _record_one(url: str, agent: str, inp: dict[str, Any], run_id: str) -> None:
+    """Run one run of ``agent`` as far as it goes, on the scripted model."""
+    async def record(store: Any) -> None:
+        runtime = Runtime(store, clock=VirtualClock())
+        register(runtime)
+        await runtime.start(agent, inp, run_id=run_id, model="scripted:fast")
+        await runtime.run_until_idle()
+
+    asyncio.run(_with_store(url, record))
+
+
 def test_strict_comparison_names_what_changed(recorded: str) -> None:
     """A verifier version bump or other crossing inputs diverge at the crossing, with the
     versions or input digests on both sides of the report."""
@@ -358,13 +369,7 @@ def test_in_flight_run_replays_fast_up_to_its_journal(tmp_path: Path) -> None:
     far as its journal goes, as the full engine compares it."""
     url = f"sqlite:///{tmp_path / 'flight.db'}"
 
-    async def record(store: Any) -> None:
-        runtime = Runtime(store, clock=VirtualClock())
-        register(runtime)
-        await runtime.start("fast.wait", {"n": 11}, run_id="flight", model="scripted:fast")
-        await runtime.run_until_idle()
-
-    asyncio.run(_with_store(url, record))
+    _record_one(url, "fast.wait", {"n": 11}, "flight")
     fast = _replay(url, register)[0]
     full = _replay(url, register, fast=False)[0]
     assert fast.original.run.status == "waiting"
@@ -378,13 +383,7 @@ def test_scatter_positions_taken_ahead_replay_fast(tmp_path: Path) -> None:
     fast path verifies every branch, as the full engine re-executes every branch."""
     url = f"sqlite:///{tmp_path / 'scatter.db'}"
 
-    async def record(store: Any) -> None:
-        runtime = Runtime(store, clock=VirtualClock())
-        register(runtime)
-        await runtime.start("fast.scatter", {"n": 3}, run_id="fan", model="scripted:fast")
-        await runtime.run_until_idle()
-
-    asyncio.run(_with_store(url, record))
+    _record_one(url, "fast.scatter", {"n": 3}, "fan")
     fast = _replay(url, register)[0]
     full = _replay(url, register, fast=False)[0]
     assert fast.original.run.result == {"chosen": ["p0", "p1", "p2"]}
