@@ -34,8 +34,8 @@ def _run(url: str, fn: Any) -> Any:
 
 
 def _recorded(tmp_path: Path) -> str:
-    """a, b wait for 'go' under version 1; done completed; fresh was started but the new
-    deployment's worker found no definition for it (stranded)."""
+    """a, b wait for 'go' under version 1; done completed; fresh was started under version 1
+    but only the new deployment's worker ran since, and it left fresh alone."""
     url = f"sqlite:///{tmp_path / 'pins.db'}"
 
     async def go(store: Any) -> None:
@@ -71,8 +71,8 @@ def test_pins_hold_agent_model_policy_and_prompt_versions(tmp_path: Path) -> Non
 
 
 def test_stranded_reports_unservable_versions_and_models(tmp_path: Path) -> None:
-    """Waiting runs of a retired version and model, and runs a worker marked stranded, are
-    reported with their reasons; finished runs are not."""
+    """Waiting runs of a retired version and model, and ready runs no deployed worker would
+    claim, are reported with their reasons; finished runs are not."""
     url = _recorded(tmp_path)
     found = _run(url, lambda s: stranded_runs(s, _deployed(s), policy_version="v8"))
     by_id = {s.run_id: s for s in found}
@@ -81,8 +81,8 @@ def test_stranded_reports_unservable_versions_and_models(tmp_path: Path) -> None
     assert "version 1 is not deployed (deployed: 2, 3, 4)" in reasons
     assert "model scripted:old cannot be served" in reasons
     assert "policy v7 is pinned, v8 is deployed" in reasons
-    assert by_id["fresh"].status == "stranded"
-    assert by_id["fresh"].reasons[0].startswith("marked stranded")
+    assert by_id["fresh"].status == "ready"
+    assert by_id["fresh"].reasons[0].startswith("agent pin.wait version 1 is not deployed")
 
 
 def test_migration_to_an_incompatible_version_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from helpers import Ledger, offer_boundary, offer_json, scripted_runtime
 from threshold import RunContext, Runtime, VirtualClock, open_store
 from threshold.errors import SchemaVersionError
+from threshold.replay import stranded_runs
 from threshold.store import SCHEMA_VERSION
 
 
@@ -117,27 +118,34 @@ def test_changed_code_raises_nondeterminism_at_the_first_diverging_step(tmp_path
     asyncio.run(second())
 
 
-def test_a_run_no_deployed_definition_can_serve_is_reported_stranded(tmp_path: Path) -> None:
-    """Promise 7: a run pinned to an agent version nobody deploys is marked stranded."""
+def test_a_worker_leaves_runs_of_versions_it_does_not_deploy(tmp_path: Path) -> None:
+    """Promise 7 in a rolling deploy: a worker with only version 2 neither runs nor strands
+    a version 1 run; `runs stranded` reports it while no deployment serves it, and a
+    worker that has version 1 takes it."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     old, _ = scripted_runtime([offer_json()], url)
 
     @old.agent("a", version="1")
-    async def v1(ctx: RunContext, inp: dict[str, Any]) -> None:
-        await ctx.receive("never")
+    async def v1(ctx: RunContext, inp: dict[str, Any]) -> str:
+        return "served by 1"
 
     asyncio.run(old.start("a", {}, run_id="r"))
     new, _ = scripted_runtime([offer_json()], url)
 
     @new.agent("a", version="2")
-    async def v2(ctx: RunContext, inp: dict[str, Any]) -> None:
-        return None
+    async def v2(ctx: RunContext, inp: dict[str, Any]) -> str:
+        return "served by 2"
 
     async def go() -> None:
         await new.run_until_idle()
         run = await new.store.get_run("r")
-        assert run is not None and run.status == "stranded"
-        assert run.pins["agent_version"] == "1" and "version 1" in (run.error or "")
+        assert run is not None and (run.status, run.lease_owner) == ("ready", None)
+        stranded = await stranded_runs(new.store, new)
+        assert [(s.run_id, s.reasons[0]) for s in stranded] == [
+            ("r", "agent a version 1 is not deployed (deployed: 2)")]
+        await old.run_until_idle()
+        run = await old.store.get_run("r")
+        assert run is not None and (run.status, run.result) == ("completed", "served by 1")
 
     asyncio.run(go())
 

@@ -1,7 +1,8 @@
 """The worker loop: fire due timers, claim ready runs, execute them to their next wait.
 
 A worker resumes unfinished runs by itself: runs leased by a dead process (same host, pid
-gone, or a crashed runtime in this process) or with an expired lease are claimed again.
+gone, or a crashed runtime in this process) or with an expired lease are claimed again. It
+claims only runs of the agent versions it deploys.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Worker:
         claimed = await self.store.claim_runs(
             self.owner, now=to_iso(lease_now),
             lease_until=to_iso(lease_now + timedelta(seconds=rt.lease_seconds)),
-            limit=rt.concurrency, dead_owners=await self._dead_owners())
+            limit=rt.concurrency, dead_owners=await self._dead_owners(), agents=self._served())
         if not claimed:
             return 0
         if isinstance(rt.clock, VirtualClock):
@@ -169,7 +170,16 @@ class Worker:
         if from_iso(nxt) <= self.runtime.clock.now():
             return False  # no jump: the next round handles it
         counts = await self.store.count_runs()
-        return counts.get("ready", 0) + counts.get("running", 0) > 0
+        if counts.get("running", 0):
+            return True
+        if not counts.get("ready", 0):
+            return False
+        # Workers sharing virtual time deploy the same agents: a ready run this one cannot
+        # serve, no one can. It waits for a migration (`threshold runs stranded` reports
+        # it) and must not hold the simulation's time.
+        served = set(self._served())
+        return any((run.agent, run.agent_version) in served
+                   for run in await self.store.list_runs(status="ready"))
 
     async def _advance_to(self, when: str) -> None:
         await self.runtime.clock.sleep_until(from_iso(when))
@@ -183,6 +193,11 @@ class Worker:
             saved = await self.store.get_meta(_CLOCK_META)
             if saved is not None:
                 clock.advance_to(from_iso(saved))
+
+    def _served(self) -> list[tuple[str, str]]:
+        """The (agent, version) pairs this worker executes: it claims runs of these only,
+        so in a rolling deploy each version's runs wait for a worker that has it."""
+        return [(d.name, d.version) for d in self.runtime.definitions()]
 
     async def _dead_owners(self) -> list[str]:
         """Owners whose process is gone, checked at start and then every third of a lease:

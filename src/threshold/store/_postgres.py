@@ -218,19 +218,25 @@ class PostgresStore:
         return await self._pool.write(body)
 
     async def claim_runs(
-        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
+        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str],
+        agents: Sequence[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
         cols = qualified(RUN_COLS, "r")
+        served, served_params = "", []
+        if agents is not None:
+            served = (" AND (agent, agent_version) IN "
+                      "(SELECT * FROM unnest(%s::text[], %s::text[]))")
+            served_params = [[name for name, _ in agents], [version for _, version in agents]]
 
         async def body(cur: Cur) -> list[RunRecord]:
             # SKIP LOCKED: concurrent workers take disjoint runs without waiting on each other.
             await cur.execute(
-                "WITH due AS (SELECT run_id FROM runs WHERE status='ready' OR "
-                "(status='running' AND (lease_until < %s OR lease_owner = ANY(%s))) "
-                "ORDER BY updated_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "WITH due AS (SELECT run_id FROM runs WHERE (status='ready' OR "
+                "(status='running' AND (lease_until < %s OR lease_owner = ANY(%s))))"
+                f"{served} ORDER BY updated_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED) "
                 "UPDATE runs r SET status='running', lease_owner=%s, lease_until=%s, "
                 f"wake_pending=false FROM due WHERE r.run_id = due.run_id RETURNING {cols}",
-                (now, list(dead_owners), limit, owner, lease_until))
+                (now, list(dead_owners), *served_params, limit, owner, lease_until))
             return [run_row(r) for r in await cur.fetchall()]
 
         claimed = await self._pool.write(body)

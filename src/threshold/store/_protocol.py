@@ -64,9 +64,12 @@ class Store(Protocol):
         ...
 
     async def claim_runs(
-        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
+        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str],
+        agents: Sequence[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
-        """Lease ready runs, and running runs whose lease expired or whose owner is dead."""
+        """Lease ready runs, and running runs whose lease expired or whose owner is dead.
+        With ``agents``, only runs of those (agent, version) pairs: a worker takes what it
+        can execute and leaves other versions to the workers that deploy them."""
         ...
 
     async def lease_owners(self) -> list[str]: ...

@@ -321,17 +321,23 @@ class SQLiteStore:
         return moved
 
     async def claim_runs(
-        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str]
+        self, owner: str, *, now: str, lease_until: str, limit: int, dead_owners: Sequence[str],
+        agents: Sequence[tuple[str, str]] | None = None,
     ) -> list[RunRecord]:
         dead = list(dead_owners)
         marks = ",".join("?" * len(dead)) or "NULL"
+        served, served_params = "", []
+        if agents is not None:
+            pairs = ",".join("(?,?)" for _ in agents) or "(NULL,NULL)"
+            served = f" AND (agent, agent_version) IN (VALUES {pairs})"
+            served_params = [part for pair in agents for part in pair]
         with self._tx() as db:
             rows = db.execute(
                 f"UPDATE runs SET status='running', lease_owner=?, lease_until=? "
-                f"WHERE run_id IN (SELECT run_id FROM runs WHERE status='ready' OR "
-                f"(status='running' AND (lease_until < ? OR lease_owner IN ({marks}))) "
-                f"ORDER BY updated_at, run_id LIMIT ?) RETURNING {RUN_COLS}",
-                (owner, lease_until, now, *dead, limit),
+                f"WHERE run_id IN (SELECT run_id FROM runs WHERE (status='ready' OR "
+                f"(status='running' AND (lease_until < ? OR lease_owner IN ({marks}))))"
+                f"{served} ORDER BY updated_at, run_id LIMIT ?) RETURNING {RUN_COLS}",
+                (owner, lease_until, now, *dead, *served_params, limit),
             ).fetchall()
             # A run claimed now starts from a clean slate: older wake marks are consumed.
             for row in rows:

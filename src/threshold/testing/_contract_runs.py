@@ -85,6 +85,30 @@ async def check_claim_leases_ready_runs_only(target: ContractTarget) -> None:
 
 
 @check
+async def check_claim_takes_only_served_agent_versions(target: ContractTarget) -> None:
+    """With ``agents``, a worker claims only runs of those (agent, version) pairs, fresh or
+    with an expired lease; runs of other versions stay for the workers that deploy them."""
+    store = target.store
+    await store.create_run(run("x1", created=1, agent="x"))
+    await store.create_run(run("y1", created=2, agent="y"))
+    await store.create_run(replace(run("x2", created=3, agent="x"), agent_version="2"))
+    got = await store.claim_runs("A", now=at(0), lease_until=at(10), limit=10,
+                                 dead_owners=[], agents=[("x", "2"), ("z", "1")])
+    equal([r.run_id for r in got], ["x2"], "claim of x version 2")
+    equal(await store.claim_runs("B", now=at(20), lease_until=at(30), limit=10,
+                                 dead_owners=[], agents=[("y", "2")]), [],
+          "claim of a version no run has, with x2's lease expired")
+    got = await store.claim_runs("B", now=at(20), lease_until=at(30), limit=10,
+                                 dead_owners=[], agents=[("x", "1"), ("x", "2")])
+    equal(sorted(r.run_id for r in got), ["x1", "x2"], "claim of x, taking x2 over")
+    equal(await store.claim_runs("C", now=at(20), lease_until=at(30), limit=10,
+                                 dead_owners=[], agents=[]), [], "claim serving nothing")
+    got = await store.claim_runs("C", now=at(20), lease_until=at(30), limit=10,
+                                 dead_owners=[])
+    equal([r.run_id for r in got], ["y1"], "claim without a filter")
+
+
+@check
 async def check_claim_takes_expired_leases(target: ContractTarget) -> None:
     """A running run whose lease has expired is claimed again by another worker."""
     store = target.store
