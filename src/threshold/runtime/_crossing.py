@@ -73,7 +73,6 @@ class CrossingEngine(Generic[M]):
         self.crossing_id = f"{ctx.run_id}/{seq}"
         self.step_record: StepRecord | None = None
         self.key = idempotency_key(ctx.run_id, seq, boundary.action)
-        self._dumped: Any = None  # the last proposal as JSON, dumped once per attempt
 
     def _now(self) -> str:
         return to_iso(self.runtime.clock.now())
@@ -151,11 +150,11 @@ class CrossingEngine(Generic[M]):
                     continue
                 return outcome
             self.runtime.crash_point("after_propose")
-            value, verdicts, phash = await self._verify(text, completion, attempt_no)
+            value, dumped, verdicts, phash = await self._verify(text, completion, attempt_no)
             provenance = self._provenance(request, completion)
             attempt = AttemptRecord(
                 self.crossing_id, attempt_no, "proposal", self._now(), phash, text[:RAW_LIMIT],
-                self._dumped, provenance.model_dump(mode="json"))
+                dumped, provenance.model_dump(mode="json"))
             rejects = [v for _, _, v in verdicts if isinstance(v, Reject)]
             intent = None
             if not rejects and b.commit is not None:
@@ -218,26 +217,26 @@ class CrossingEngine(Generic[M]):
         )
 
     async def _verify(self, text: str, completion: Completion, attempt_no: int) -> tuple[
-            M | None, list[tuple[str, str, Verdict]], str]:
+            M | None, Any, list[tuple[str, str, Verdict]], str]:
+        """The parsed proposal, its JSON form (dumped once: it is hashed and journaled), the
+        verdicts and the proposal hash."""
         b = self.boundary
         if completion.finish_reason == "refusal":
             reject = Reject("model.refusal", "the model refused to answer",
                             hint="answer with the JSON object the schema describes")
-            self._dumped = None
-            return None, [(SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, reject)], digest(text)
-        self._dumped = None
+            return None, None, [(SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, reject)], digest(text)
         value, schema_verdict = parse_output(text, b.output)
         verdicts: list[tuple[str, str, Verdict]] = [
             (SCHEMA_VERIFIER, SCHEMA_VERIFIER_VERSION, schema_verdict)]
         if value is None:
-            return None, verdicts, digest(text)
-        self._dumped = value.model_dump(mode="json")
-        phash = digest(self._dumped)
+            return None, None, verdicts, digest(text)
+        dumped = value.model_dump(mode="json")
+        phash = digest(dumped)
         vctx = VerifyContext(self.ctx.run_id, self.seq, b.name, self.inputs,
                              self.runtime.clock.now(), attempt_no, self.facts)
         for check in b.verifiers:
             verdicts.append((check.name, check.version, await run_verifier(check, value, vctx)))
-        return value, verdicts, phash
+        return value, dumped, verdicts, phash
 
     def _verdict_records(self, attempt_no: int, phash: str,
                          verdicts: list[tuple[str, str, Verdict]]) -> list[VerdictRecord]:

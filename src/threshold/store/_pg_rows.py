@@ -9,6 +9,7 @@ from typing import Any
 # One encoder for every row: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
+
 def qualified(cols: str, alias: str) -> str:
     """``a, b`` -> ``t.a, t.b``, for statements that join."""
     return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))

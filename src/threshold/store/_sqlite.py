@@ -60,6 +60,7 @@ _OPEN_BATCHES: dict[str, SQLiteStore] = {}
 # One encoder for every row: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
+
 def _attempt_row(r: tuple[Any, ...]) -> AttemptRecord:
     return attempt_row(r, raw=lambda stored: stored)  # SQLite keeps model output as text
 
