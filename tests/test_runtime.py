@@ -201,3 +201,48 @@ def test_timeline_json_is_serializable(tmp_path: Path) -> None:
     data = json.loads(json.dumps(timeline.to_dict(), default=str))
     assert data["run"]["status"] == "completed"
     assert any(e["kind"] == "crossing.committed" for e in data["entries"])
+
+
+def test_a_run_nobody_serves_does_not_hold_shared_virtual_time(tmp_path: Path) -> None:
+    """A serving worker on a virtual clock moves time on past a ready run of a version it
+    does not deploy (no worker sharing its time does), so its own sleeping run finishes."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    old, _ = scripted_runtime([offer_json()], url)
+
+    @old.agent("a", version="1")
+    async def v1(ctx: RunContext, inp: dict[str, Any]) -> str:
+        return "served by 1"
+
+    asyncio.run(old.start("a", {}, run_id="unserved"))
+    new, _ = scripted_runtime([offer_json()], url)
+
+    @new.agent("b", version="1")
+    async def sleeper(ctx: RunContext, inp: dict[str, Any]) -> str:
+        await ctx.sleep(timedelta(days=3))
+        return "woke"
+
+    async def go() -> tuple[str, str]:
+        await new.start("b", {}, run_id="sleeper")
+
+        async def finished() -> bool:
+            run = await new.store.get_run("sleeper")
+            return run is not None and run.status == "completed"
+
+        done = False
+
+        def stop() -> bool:
+            return done
+
+        server = asyncio.create_task(new.serve(poll_seconds=0.02, stop=stop))
+        for _ in range(500):  # up to ~10 s of real time; it takes milliseconds
+            if await finished():
+                break
+            await asyncio.sleep(0.02)
+        done = True
+        await server
+        sleeper_run = await new.store.get_run("sleeper")
+        unserved = await new.store.get_run("unserved")
+        assert sleeper_run is not None and unserved is not None
+        return sleeper_run.status, unserved.status
+
+    assert asyncio.run(go()) == ("completed", "ready")
