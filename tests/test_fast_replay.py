@@ -251,14 +251,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_recording_covers_what_the_fast_path_replays(recorded: str) -> None:
     """The journals hold schema breaks, retries, aborts, transport errors, refusals, timers,
     early, late and missing replies, failed effects and a failed run."""
-    async def go() -> Any:
-        store = open_store(recorded)
-        try:
-            return await load_journals(store, None)
-        finally:
-            await store.close()
-
-    journals = {j.run_id: j for j in asyncio.run(go())}
+    journals = {j.run_id: j for j in _load_all(recorded)}
     codes = {v.code for j in journals.values() for c in j.crossings.values()
              for v in c.verdicts}
     assert {"schema.not_json", "rule.term", "policy.cap", "model.refusal"} <= codes
@@ -316,6 +309,11 @@ def test_altered_code_diverges_at_the_full_engines_step(recorded: str, variant: 
             asyncio.run(_with_store(recorded, check))
         errors.append((caught.value.step, str(caught.value)))
     assert errors[0] == errors[1]
+
+
+def _load_all(url: str) -> Any:
+    """Every journal in ``url``, through the Store protocol."""
+    return asyncio.run(_with_store(url, lambda store: load_journals(store, None)))
 
 
 async def _with_store(url: str, fn: Any) -> Any:
@@ -395,14 +393,7 @@ def test_scatter_positions_taken_ahead_replay_fast(tmp_path: Path) -> None:
 def test_lean_reader_reads_what_the_store_protocol_reads(recorded: str) -> None:
     """The direct SQLite reader and the Store protocol give the fast path the same journal
     (a schema change that breaks the reader shows here, not as slow or wrong replays)."""
-    async def go() -> Any:
-        store = open_store(recorded)
-        try:
-            return await load_journals(store, None)
-        finally:
-            await store.close()
-
-    by_protocol = {j.run_id: from_journal(j) for j in asyncio.run(go())}
+    by_protocol = {j.run_id: from_journal(j) for j in _load_all(recorded)}
     direct = read_sqlite(recorded.removeprefix("sqlite:///"), None)
     assert [j.run_id for j in direct] == list(by_protocol)
     for lean in direct:
