@@ -29,6 +29,7 @@ garbage = st.one_of(
     st.builds(lambda v: json.dumps({"action": v, "discount_pct": v}), json_values),
     st.just("x" * 300_000),                                 # huge
     st.just('{"action": "renew", "discount_pct": 5}\x00'),  # trailing NUL
+    st.just('{"action": "renew", "discount_pct": ' + "9" * 5000 + "}"),  # int too long
 )
 
 

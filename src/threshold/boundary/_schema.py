@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from threshold._json import loads
 from threshold.boundary._verdict import Accept, Reject, Verdict
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,8 +31,10 @@ def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
             hint="answer with the JSON object only",
         )
     try:
-        data: Any = json.loads(_strip_fence(text))
-    except (json.JSONDecodeError, RecursionError) as exc:
+        data: Any = loads(_strip_fence(text))
+    # ValueError also covers integers too long to convert, which json raises apart from
+    # its decode errors.
+    except (ValueError, RecursionError) as exc:
         return None, Reject(
             "schema.not_json",
             f"output is not JSON ({exc.__class__.__name__})",
@@ -42,8 +44,8 @@ def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
         return None, Reject("schema.not_object", f"expected a JSON object, got "
                             f"{type(data).__name__}")
     known = _field_names(output)
-    extra = sorted(k for k in data if k not in known)
-    if extra:
+    if not known.issuperset(data):
+        extra = sorted(k for k in data if k not in known)
         return None, Reject(
             "schema.extra_field",
             f"unexpected field {extra[0]!r}" + (f" and {len(extra) - 1} more" if extra[1:] else ""),

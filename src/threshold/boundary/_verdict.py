@@ -107,10 +107,15 @@ def verifier(
     return wrap
 
 
+_VERDICT_TYPES = (Accept, Reject)
+
+
 async def run_verifier(check: Verifier[T], value: T, ctx: VerifyContext) -> Verdict:
     """Run one verifier; an exception inside it is a reject, never a crash or an accept."""
     try:
         outcome = check.check(value, ctx)
+        if isinstance(outcome, _VERDICT_TYPES):  # the common case, decided without inspect
+            return outcome
         if inspect.isawaitable(outcome):
             outcome = await outcome
     except Exception as exc:  # a buggy verifier must fail closed
@@ -119,7 +124,7 @@ async def run_verifier(check: Verifier[T], value: T, ctx: VerifyContext) -> Verd
             message=f"verifier {check.name} raised {type(exc).__name__}: {exc}",
             retryable=False,
         )
-    if not isinstance(outcome, Accept | Reject):
+    if not isinstance(outcome, _VERDICT_TYPES):
         return Reject(
             code="verifier.error",
             message=f"verifier {check.name} returned {type(outcome).__name__}, not a verdict",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from threshold._json import loads
 from threshold.errors import NotFoundError
 from threshold.replay._journal import RunJournal
 from threshold.store import RunRecord, SQLiteStore, StepRecord, Store
@@ -139,7 +140,6 @@ _RUN_COLS = ("run_id, agent, agent_version, status, input, seed, pins, result, e
 
 def _read(db: sqlite3.Connection, run_ids: Sequence[str] | None,
           path: str) -> list[LeanJournal]:
-    loads = json.loads
     params: tuple[str, ...] | tuple[()]
     if run_ids is None:
         where, crossing_where, params = "", "", ()

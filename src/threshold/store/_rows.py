@@ -3,10 +3,10 @@ used in every statement) and the readers. JSON columns are stored as text."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from threshold._json import loads
 from threshold.store._records import (
     ApprovalRecord,
     AttemptRecord,
@@ -38,7 +38,7 @@ APPROVAL_COLS = ("approval_id, run_id, crossing_id, boundary, proposal_hash, val
 
 
 def load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
 
 
 def run_row(r: Row) -> RunRecord:
