@@ -262,6 +262,16 @@ def test_malformed_json_is_malformed_response_and_not_retried(sleep):
     assert len(server.requests) == 1 and sleep.delays == []
 
 
+@pytest.mark.parametrize("body", [b"[" * 200_000, b'{"n": ' + b"9" * 5000 + b"}"],
+                         ids=["nested-too-deep", "integer-too-long"])
+def test_pathological_json_is_malformed_response(body, sleep):
+    """JSON nested past the parser's depth, or with a too-long integer, is a
+    ``MalformedResponse``, never a stray exception out of the adapter."""
+    with MessagesServer(Reply(200, body)) as server, pytest.raises(MalformedResponse):
+        complete(model_at(server, sleep=sleep))
+    assert len(server.requests) == 1
+
+
 def test_json_without_content_blocks_is_malformed_response():
     """A JSON object that is not a message (no ``content`` list) is malformed."""
     with MessagesServer(Reply(200, {"type": "message", "content": None})) as server, \

@@ -114,6 +114,39 @@ def test_a_verifier_that_raises_fails_closed() -> None:
     assert ledger.calls == []
 
 
+async def _async_raises(offer: Offer, ctx: Any) -> Any:
+    raise RuntimeError("bug")
+
+
+async def _async_not_a_verdict(offer: Offer, ctx: Any) -> Any:
+    return True
+
+
+async def _async_reject(offer: Offer, ctx: Any) -> Any:
+    from threshold import Reject
+    return Reject("rule.async", "refused after an await")
+
+
+@pytest.mark.parametrize(("check", "code"), [
+    (lambda offer, ctx: True, "verifier.error"),  # a bool is not a verdict
+    (_async_raises, "verifier.error"),
+    (_async_not_a_verdict, "verifier.error"),
+    (_async_reject, "rule.async"),
+], ids=["sync-not-a-verdict", "async-raises", "async-not-a-verdict", "async-reject"])
+def test_every_verifier_shape_ends_in_a_typed_verdict(check: Any, code: str) -> None:
+    """Sync or async, a verifier that returns junk or raises is a reject; an async reject
+    is kept with its own code. None of them commits."""
+    from threshold import Boundary, Prompt, verifier
+
+    ledger = Ledger()
+    boundary = Boundary("offer", output=Offer, prompt=Prompt("p", "1", "x {c}"),
+                        verifiers=[verifier("v")(check)], commit=ledger.commit,
+                        on_reject=RejectPolicy(max_attempts=1, exhausted=Abort()))
+    _, crossing, _ = run_one([offer_json()], boundary)
+    assert crossing.outcome == "aborted" and [r.code for r in crossing.rejects] == [code]
+    assert ledger.calls == []
+
+
 def test_provenance_and_verdict_versions_are_recorded() -> None:
     """Every proposal records its provenance; every verdict its verifier name and version."""
     answer = Completion(offer_json(), served_model="served-x", system_fingerprint="fp1",

@@ -21,7 +21,9 @@ from threshold.boundary._verdict import (
     Verdict,
     Verifier,
     VerifyContext,
+    finish_verifier,
     run_verifier,
+    start_verifier,
     verifier,
 )
 
@@ -45,7 +47,9 @@ __all__ = [
     "Verdict",
     "Verifier",
     "VerifyContext",
+    "finish_verifier",
     "parse_output",
     "run_verifier",
+    "start_verifier",
     "verifier",
 ]

@@ -110,24 +110,47 @@ def verifier(
 _VERDICT_TYPES = (Accept, Reject)
 
 
-async def run_verifier(check: Verifier[T], value: T, ctx: VerifyContext) -> Verdict:
-    """Run one verifier; an exception inside it is a reject, never a crash or an accept."""
+def start_verifier(check: Verifier[T], value: T, ctx: VerifyContext
+                   ) -> Verdict | Awaitable[Verdict]:
+    """Run one verifier up to its first await: the verdict of a synchronous verifier (the
+    common case, with no coroutine to schedule), else what ``finish_verifier`` awaits. An
+    exception inside it is a reject, never a crash or an accept."""
     try:
         outcome = check.check(value, ctx)
-        if isinstance(outcome, _VERDICT_TYPES):  # the common case, decided without inspect
-            return outcome
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
     except Exception as exc:  # a buggy verifier must fail closed
-        return Reject(
-            code="verifier.error",
-            message=f"verifier {check.name} raised {type(exc).__name__}: {exc}",
-            retryable=False,
-        )
+        return _raised(check, exc)
+    if isinstance(outcome, _VERDICT_TYPES) or inspect.isawaitable(outcome):
+        return outcome
+    return _not_a_verdict(check, outcome)
+
+
+async def finish_verifier(check: Verifier[T], pending: Awaitable[Verdict]) -> Verdict:
+    """Await an asynchronous verifier that ``start_verifier`` started."""
+    try:
+        outcome = await pending
+    except Exception as exc:
+        return _raised(check, exc)
     if not isinstance(outcome, _VERDICT_TYPES):
-        return Reject(
-            code="verifier.error",
-            message=f"verifier {check.name} returned {type(outcome).__name__}, not a verdict",
-            retryable=False,
-        )
+        return _not_a_verdict(check, outcome)
     return outcome
+
+
+async def run_verifier(check: Verifier[T], value: T, ctx: VerifyContext) -> Verdict:
+    """Run one verifier to its verdict; an exception inside it is a reject."""
+    outcome = start_verifier(check, value, ctx)
+    if isinstance(outcome, _VERDICT_TYPES):
+        return outcome
+    return await finish_verifier(check, outcome)
+
+
+def _raised(check: Verifier[Any], exc: Exception) -> Reject:
+    return Reject(code="verifier.error",
+                  message=f"verifier {check.name} raised {type(exc).__name__}: {exc}",
+                  retryable=False)
+
+
+def _not_a_verdict(check: Verifier[Any], outcome: object) -> Reject:
+    return Reject(code="verifier.error",
+                  message=f"verifier {check.name} returned {type(outcome).__name__}, "
+                          "not a verdict",
+                  retryable=False)

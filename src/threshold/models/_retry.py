@@ -233,7 +233,7 @@ def json_object(body: bytes, model_id: str) -> dict[str, Any]:
     """
     try:
         data = json.loads(body.decode("utf-8", "surrogateescape"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise malformed(model_id, f"response body is not JSON ({exc})", body) from exc
     if not isinstance(data, dict):
         raise malformed(model_id, "response body is not a JSON object", body)

@@ -32,8 +32,9 @@ from threshold.boundary import (
     Reject,
     Retry,
     VerifyContext,
+    finish_verifier,
     parse_output,
-    run_verifier,
+    start_verifier,
 )
 from threshold.clock import from_iso, to_iso
 from threshold.effects import EffectContext
@@ -385,7 +386,9 @@ class _Crossing:
             vctx = VerifyContext(self.ctx.rid, self.seq, b.name, self.inputs, from_iso(a.at),
                                  attempt_no, self.facts)
             for check in b.verifiers:
-                verdict = await run_verifier(check, value, vctx)
+                verdict = start_verifier(check, value, vctx)
+                if not isinstance(verdict, (Accept, Reject)):
+                    verdict = await finish_verifier(check, verdict)
                 if isinstance(verdict, Reject):
                     rejects.append(verdict)
                     mine.append((check.name, "reject", verdict.code))

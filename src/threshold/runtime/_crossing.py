@@ -28,8 +28,9 @@ from threshold.boundary import (
     Retry,
     Verdict,
     VerifyContext,
+    finish_verifier,
     parse_output,
-    run_verifier,
+    start_verifier,
 )
 from threshold.boundary._schema import SCHEMA_VERIFIER_VERSION
 from threshold.clock import from_iso, to_iso
@@ -235,7 +236,10 @@ class CrossingEngine(Generic[M]):
         vctx = VerifyContext(self.ctx.run_id, self.seq, b.name, self.inputs,
                              self.runtime.clock.now(), attempt_no, self.facts)
         for check in b.verifiers:
-            verdicts.append((check.name, check.version, await run_verifier(check, value, vctx)))
+            verdict = start_verifier(check, value, vctx)
+            if not isinstance(verdict, (Accept, Reject)):
+                verdict = await finish_verifier(check, verdict)
+            verdicts.append((check.name, check.version, verdict))
         return value, dumped, verdicts, phash
 
     def _verdict_records(self, attempt_no: int, phash: str,
