@@ -22,35 +22,19 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from threshold import (
-    Accept,
     Boundary,
     Prompt,
-    Reject,
     RunContext,
     Runtime,
-    VerifyContext,
     VirtualClock,
     open_store,
-    verifier,
 )
 from threshold.models import ErrorProfile, ModelRegistry, ModelRequest, SimModel
 from threshold.patterns.scatter import Branch, GatherAll, scatter
-
-
-class Offer(BaseModel):
-    action: Literal["renew", "escalate", "churn"]
-    discount_pct: int = Field(ge=0, le=30)
-
-
-@verifier("cap", version="1")
-def cap(offer: Offer, ctx: VerifyContext) -> Accept | Reject:
-    return Accept() if offer.discount_pct <= 30 else Reject("policy.cap", "over cap")
-
+from workload import Offer, cap
 
 PROPOSER = Boundary("offer", output=Offer, verifiers=[cap],
                     prompt=Prompt("offer", "1", "Propose a renewal offer for {name}."))
