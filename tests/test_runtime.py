@@ -118,18 +118,24 @@ def test_changed_code_raises_nondeterminism_at_the_first_diverging_step(tmp_path
     asyncio.run(second())
 
 
-def test_a_worker_leaves_runs_of_versions_it_does_not_deploy(tmp_path: Path) -> None:
-    """Promise 7 in a rolling deploy: a worker with only version 2 neither runs nor strands
-    a version 1 run; `runs stranded` reports it while no deployment serves it, and a
-    worker that has version 1 takes it."""
-    url = f"sqlite:///{tmp_path / 's.db'}"
+def _deploy_v1_and_start(url: str, run_id: str) -> Runtime:
+    """A runtime deploying agent ``a`` version 1 on ``url``, with one run of it started."""
     old, _ = scripted_runtime([offer_json()], url)
 
     @old.agent("a", version="1")
     async def v1(ctx: RunContext, inp: dict[str, Any]) -> str:
         return "served by 1"
 
-    asyncio.run(old.start("a", {}, run_id="r"))
+    asyncio.run(old.start("a", {}, run_id=run_id))
+    return old
+
+
+def test_a_worker_leaves_runs_of_versions_it_does_not_deploy(tmp_path: Path) -> None:
+    """Promise 7 in a rolling deploy: a worker with only version 2 neither runs nor strands
+    a version 1 run; `runs stranded` reports it while no deployment serves it, and a
+    worker that has version 1 takes it."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    old = _deploy_v1_and_start(url, "r")
     new, _ = scripted_runtime([offer_json()], url)
 
     @new.agent("a", version="2")
@@ -207,13 +213,7 @@ def test_a_run_nobody_serves_does_not_hold_shared_virtual_time(tmp_path: Path) -
     """A serving worker on a virtual clock moves time on past a ready run of a version it
     does not deploy (no worker sharing its time does), so its own sleeping run finishes."""
     url = f"sqlite:///{tmp_path / 's.db'}"
-    old, _ = scripted_runtime([offer_json()], url)
-
-    @old.agent("a", version="1")
-    async def v1(ctx: RunContext, inp: dict[str, Any]) -> str:
-        return "served by 1"
-
-    asyncio.run(old.start("a", {}, run_id="unserved"))
+    _deploy_v1_and_start(url, "unserved")
     new, _ = scripted_runtime([offer_json()], url)
 
     @new.agent("b", version="1")
