@@ -51,7 +51,9 @@ def test_os_exit_at_each_crash_window_resumes_to_the_same_state(
     """os._exit at a named window, then a plain restart: same runs, same commits, no effect
     applied twice, audit 100 %."""
     db, sink = tmp_path / "j.db", tmp_path / "sink.db"
-    crashed = workload(db, sink, "--crash", f"{window}:5")
+    # The workload's models fail on the wire only twice; every other window it passes often.
+    nth = 2 if window == "after_transport_error" else 5
+    crashed = workload(db, sink, "--crash", f"{window}:{nth}")
     assert crashed.returncode == 137, crashed.stderr
     resumed = workload(db, sink)
     assert resumed.returncode == 0, resumed.stderr
@@ -101,3 +103,28 @@ def test_sigkill_at_random_instants_converges_to_the_uncrashed_outcome(tmp_path:
     assert applied == distinct == sink_counts(tmp_path / "clean-sink.db")[2]
     assert kills >= 1, "the random delays never hit a running process"
 
+
+
+def test_a_crash_after_a_final_transport_error_resumes_to_the_same_failure(
+        tmp_path: Path) -> None:
+    """Killed right after a crossing journals a transport error it may not retry, the
+    restarted worker fails the crossing as the uncrashed run did, from the journal: it
+    does not ask the model again."""
+    def run(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "procs.transport_crash", str(db), *extra],
+                              cwd=HERE, capture_output=True, text=True, timeout=120)
+
+    clean = run(tmp_path / "clean.db")
+    assert clean.returncode == 0, clean.stderr
+    expected = json.loads(clean.stdout.strip().splitlines()[-1])
+    assert expected["result"]["outcome"] == "failed" and expected["result"]["attempts"] == 1
+    crashed = run(tmp_path / "k.db", "--crash", "after_transport_error:1")
+    assert crashed.returncode == 137, crashed.stderr
+    resumed = run(tmp_path / "k.db")
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert (final["status"], final["result"]) == (expected["status"], expected["result"])
+    assert final["model_calls"] == 0
+    attempts = sqlite3.connect(tmp_path / "k.db").execute(
+        "SELECT count(*) FROM attempts").fetchone()
+    assert attempts == (1,)

@@ -116,6 +116,8 @@ class CrossingEngine(Generic[M]):
         """Continue exactly where the journal stops: a crash after the verdicts were written
         must lead to the decision those verdicts imply, not to a fresh proposal."""
         last = self.attempts[-1] if self.attempts else None
+        if last is not None and last.kind == "transport_error" and last.retry_at is None:
+            return await self._transport_exhausted(last)  # the failure was final
         if last is None or last.kind != "proposal":
             return await self._propose_loop()
         value = None if last.value is None else self.boundary.output.model_validate(last.value)
@@ -284,9 +286,16 @@ class CrossingEngine(Generic[M]):
         self.crossing = replace(self.crossing, attempts=attempt_no)
         await self.store.save_attempt(self.crossing, attempt, (), None)
         self.attempts.append(attempt)
+        self.runtime.crash_point("after_transport_error")
         if retry:
             return None
-        reason = f"transport: {exc.kind}: {exc}"
+        return await self._transport_exhausted(attempt)
+
+    async def _transport_exhausted(self, last: AttemptRecord) -> Crossing[M]:
+        """The end a final transport error leads to, derived from its journaled attempt so
+        that a resume after a crash reaches the same one."""
+        policy = self.boundary.transport
+        reason = f"transport: {last.error_kind}: {last.error_message}"
         if isinstance(policy.exhausted, Escalate):
             return await self._escalate(policy.exhausted, reason, None, None)
         return await self._finish("failed", reason=reason)

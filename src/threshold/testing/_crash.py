@@ -9,7 +9,8 @@ from typing import Literal
 
 from threshold.errors import ConfigError, CrashInjected
 
-CRASH_WINDOWS = ("after_propose", "after_verdict", "after_effect", "after_record")
+CRASH_WINDOWS = ("after_propose", "after_verdict", "after_transport_error", "after_effect",
+                 "after_record")
 
 
 @dataclass
