@@ -1,4 +1,5 @@
-"""Fast JSON paths give exactly the standard library's answers: decoding and the canonical form."""
+"""Fast JSON paths give exactly the standard library's answers: decoding, the canonical form
+and the journal's column encoding."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from threshold._json import loads
 from threshold.ids import canonical_json
+from threshold.store._rows import dump_json
 
 _SCALARS = (st.none() | st.booleans() | st.integers() | st.text()
             | st.floats(allow_nan=True, allow_infinity=True))
@@ -79,3 +81,16 @@ def test_canonical_json_is_the_sorted_compact_encoding(value: Any) -> None:
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           default=str)
     assert canonical_json(value) == expected
+
+
+class _Opaque:
+    def __str__(self) -> str:
+        return "opaque \u00e9"
+
+
+@settings(max_examples=400)
+@given(_ENCODABLE | st.builds(lambda v: {"x": [_Opaque(), v]}, _ENCODABLE))
+def test_journal_columns_are_the_compact_ascii_encoding(value: Any) -> None:
+    """JSON columns are exactly json.dumps(compact, default=str) text, key order kept."""
+    expected = json.dumps(value, separators=(",", ":"), default=str)
+    assert dump_json(value) == expected

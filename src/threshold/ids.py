@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from typing import Any
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              default=str)
-# The C encoder that _CANONICAL.encode builds on every call, built once: half the cost of a
-# small document. Without circular-reference markers, a cyclic value raises RecursionError
-# instead of ValueError; the text of everything else is the same.
-_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-_encode_once = None if _c_encoder is None else _c_encoder(
-    None, str, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+from threshold._json import compact_encoder
+
+_canonical = compact_encoder(sort_keys=True, ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces: the form every hash is taken over."""
-    if _encode_once is None:
-        return _CANONICAL.encode(value)
-    return "".join(_encode_once(value, 0))
+    return _canonical(value)
 
 
 def digest(value: Any) -> str:
     """A short, stable sha256 digest of a JSON-able value (or of text as given)."""
-    text = value if isinstance(value, str) else canonical_json(value)
+    text = value if isinstance(value, str) else _canonical(value)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -53,7 +53,8 @@ def parse_output(text: str, output: type[M]) -> tuple[M | None, Verdict]:
             hint=f"use only the fields {', '.join(sorted(output.model_fields))}",
         )
     try:
-        value = output.model_validate(data)
+        # The model's validator itself: ``model_validate`` only wraps it.
+        value = output.__pydantic_validator__.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or None

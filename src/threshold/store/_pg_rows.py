@@ -3,11 +3,9 @@ the column lists and row readers are shared with SQLite in ``_rows``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-# One encoder for every row: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+from threshold.store._rows import dump_json
 
 
 def qualified(cols: str, alias: str) -> str:
@@ -16,7 +14,7 @@ def qualified(cols: str, alias: str) -> str:
 
 
 def dump(value: Any) -> str:
-    return _ENCODER.encode(value)
+    return dump_json(value)
 
 
 def text(value: str | None) -> str | None:

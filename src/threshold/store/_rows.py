@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from threshold._json import loads
+from threshold._json import compact_encoder, loads
 from threshold.store._records import (
     ApprovalRecord,
     AttemptRecord,
@@ -19,6 +19,9 @@ from threshold.store._records import (
 )
 
 Row = tuple[Any, ...]
+
+# How every JSON column is written: compact, non-ASCII escaped, anything else as str().
+dump_json = compact_encoder(sort_keys=False, ensure_ascii=True)
 
 RUN_COLS = ("run_id, agent, agent_version, status, input, seed, pins, result, error, "
             "created_at, updated_at, lease_owner, lease_until, parent_run_id")

@@ -8,7 +8,6 @@ durability the runtime promises; power loss may lose the last transactions.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from threshold.store._rows import (
     approval_row,
     attempt_row,
     crossing_row,
+    dump_json,
     effect_row,
     load,
     message_row,
@@ -55,10 +55,6 @@ from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 
 # The handle of each database file whose group-commit batch is open in this process.
 _OPEN_BATCHES: dict[str, SQLiteStore] = {}
-
-
-# One encoder for every row: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def _attempt_row(r: tuple[Any, ...]) -> AttemptRecord:
@@ -75,7 +71,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _dump(value: Any) -> str | None:
     if value is None:
         return None
-    return _ENCODER.encode(value)
+    return dump_json(value)
 
 
 class _Batch:
