@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,39 @@ def test_altered_code_diverges_at_the_full_engines_step(recorded: str, variant: 
     assert errors[0] == errors[1]
 
 
+_TAMPER = {
+    "code": "UPDATE verdicts SET code = 'policy.other' WHERE rowid = (SELECT min(rowid) "
+            "FROM verdicts WHERE code = 'policy.cap') RETURNING crossing_id",
+    "missing": "DELETE FROM verdicts WHERE rowid = (SELECT min(rowid) FROM verdicts WHERE "
+               "verdict = 'accept' AND verifier != 'schema') RETURNING crossing_id",
+    "extra": "INSERT INTO verdicts SELECT v.crossing_id, a.attempt, v.verifier, "
+             "v.verifier_version, v.verdict, v.proposal_hash, v.at, v.code, v.message, "
+             "v.retryable, v.hint, v.field, v.decided_by FROM attempts a JOIN verdicts v "
+             "ON v.crossing_id = a.crossing_id WHERE a.kind = 'transport_error' LIMIT 1 "
+             "RETURNING crossing_id",
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(_TAMPER))
+def test_altered_verdict_rows_go_to_the_full_engine(recorded: str, tmp_path: Path,
+                                                    tamper: str) -> None:
+    """A journal whose verdict rows were changed, removed or added (for a transport error)
+    is never clean on the fast path: the full engine replays it and finds the same first
+    diverging step as on its own."""
+    copy = tmp_path / "tampered.db"
+    with sqlite3.connect(recorded.removeprefix("sqlite:///")) as source, \
+            sqlite3.connect(copy) as target:
+        source.backup(target)
+        crossing_id = target.execute(_TAMPER[tamper]).fetchone()[0]
+    run_id = crossing_id.rsplit("/", 1)[0]
+    url = f"sqlite:///{copy}"
+    fast = _replay(url, register, run_ids=[run_id])[0]
+    full = _replay(url, register, fast=False, run_ids=[run_id])[0]
+    assert fast.path == "full" and fast.fallback is not None
+    assert full.diff.first is not None
+    assert fast.diff.first == full.diff.first
+
+
 def _load_all(url: str) -> Any:
     """Every journal in ``url``, through the Store protocol."""
     return asyncio.run(_with_store(url, lambda store: load_journals(store, None)))
@@ -407,8 +441,7 @@ def test_lean_reader_reads_what_the_store_protocol_reads(recorded: str) -> None:
             assert json.loads(c.verifiers) == o.verifiers
             assert (c.status, c.boundary_version, c.action, c.attempts) == \
                 (o.status, o.boundary_version, o.action, o.attempts)
-            assert {k: sorted(v) for k, v in c.verdicts.items()} == \
-                {k: sorted(v) for k, v in o.verdicts.items()}
+            assert c.crossing_id == o.crossing_id and c.verdicts == o.verdicts
     one = read_sqlite(recorded.removeprefix("sqlite:///"), ["fast-03"])
     assert [j.run_id for j in one] == ["fast-03"] and one[0].steps == direct[3].steps
 

@@ -297,6 +297,7 @@ class _Crossing:
             ctx, seq, boundary, inputs, facts, rec)
         self.last_rejects: list[Reject] = []
         self.attempt_no = 0
+        self.verdicts_seen = 0  # the recorded verdict rows compared so far, in written order
         self.dumped: Any = None  # the last parsed proposal, as the journal stores it
 
     def diverge(self, what: str, replayed: Any, recorded: Any) -> NoReturn:
@@ -343,10 +344,14 @@ class _Crossing:
                 break
         if attempt_no != len(attempts):
             self.diverge("attempts", attempt_no, len(attempts))
+        if self.verdicts_seen != len(self.rec.verdicts):
+            self.diverge("verdicts", f"{self.verdicts_seen} rows",
+                         f"{len(self.rec.verdicts)} rows")
         return outcome
 
     def _transport(self, a: LeanAttempt, failures: int) -> Crossing[Any] | None:
-        if self.rec.verdicts.get(a.attempt):
+        recorded = self.rec.verdicts
+        if self.verdicts_seen < len(recorded) and recorded[self.verdicts_seen][0] == a.attempt:
             self.diverge(f"attempt {a.attempt}", "transport error", "verdicts")
         policy = self.b.transport
         kind = a.error_kind or "transport"
@@ -375,9 +380,11 @@ class _Crossing:
                 hint="answer with the JSON object the schema describes")
         else:
             value, schema = parse_output(text, b.output)
+        cid = self.rec.crossing_id
         rejects = [schema] if isinstance(schema, Reject) else []
-        mine = [(SCHEMA_VERIFIER, "reject", schema.code) if isinstance(schema, Reject)
-                else (SCHEMA_VERIFIER, "accept", None)]
+        mine = [(attempt_no, SCHEMA_VERIFIER, "reject", schema.code, cid)
+                if isinstance(schema, Reject) else
+                (attempt_no, SCHEMA_VERIFIER, "accept", None, cid)]
         if value is None:
             phash = digest(text)
         else:
@@ -391,16 +398,20 @@ class _Crossing:
                     verdict = await finish_verifier(check, verdict)
                 if isinstance(verdict, Reject):
                     rejects.append(verdict)
-                    mine.append((check.name, "reject", verdict.code))
+                    mine.append((attempt_no, check.name, "reject", verdict.code, cid))
                 else:
-                    mine.append((check.name, "accept", None))
+                    mine.append((attempt_no, check.name, "accept", None, cid))
         if phash != a.proposal_hash:
             self.diverge(f"attempt {attempt_no} proposal", phash[:10],
                          (a.proposal_hash or "")[:10])
-        theirs = self.rec.verdicts.get(attempt_no, [])
-        # Read in the order they were written, which is the order they were run in.
+        # Read in the order they were written, which is the order they were run in. A row
+        # count that differs misaligns what follows: it diverges here or at the end.
+        seen = self.verdicts_seen
+        self.verdicts_seen = seen + len(mine)
+        theirs = self.rec.verdicts[seen:self.verdicts_seen]
         if mine != theirs and sorted(mine) != sorted(theirs):
-            self.diverge(f"attempt {attempt_no} verdicts", sorted(mine), sorted(theirs))
+            self.diverge(f"attempt {attempt_no} verdicts", sorted(v[1:4] for v in mine),
+                         sorted(v[1:4] for v in theirs))
         self.last_rejects = rejects
         if not rejects:
             assert value is not None

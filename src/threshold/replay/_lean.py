@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from threshold._json import loads
 from threshold.errors import NotFoundError
@@ -22,11 +22,13 @@ from threshold.replay._journal import RunJournal
 from threshold.store import RunRecord, SQLiteStore, StepRecord, Store
 
 APPROVAL_CHANNEL = "approval"
-Verdicts = list[tuple[str, str, str | None]]  # (verifier, accept|reject, code)
+# (attempt, verifier, accept|reject, code, crossing id), in the order they were written; the
+# shape of the row the SQLite reader reads, kept as it is.
+VerdictRow = tuple[int, str, str, str | None, str]
 
 
-@dataclass(slots=True)
-class LeanAttempt:
+class LeanAttempt(NamedTuple):
+    # A tuple of plain values: once the collector has seen it, it is no longer tracked.
     attempt: int
     kind: str
     at: str
@@ -46,8 +48,9 @@ class LeanCrossing:
     boundary_version: str
     action: str
     verifiers: Any  # [[name, version], ...], or its compact JSON text as stored
+    crossing_id: str = ""
     attempts: list[LeanAttempt] = field(default_factory=list)
-    verdicts: dict[int, Verdicts] = field(default_factory=dict)  # by attempt
+    verdicts: list[VerdictRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -80,14 +83,15 @@ def from_journal(journal: RunJournal) -> LeanJournal:
     lean = LeanJournal(journal.run, journal.steps)
     for seq, c in journal.crossings.items():
         rec = c.crossing
-        crossing = LeanCrossing(seq, rec.status, rec.boundary_version, rec.action, rec.verifiers)
+        crossing = LeanCrossing(seq, rec.status, rec.boundary_version, rec.action, rec.verifiers,
+                                rec.crossing_id)
         for a in c.attempts:
             prov = a.provenance or {}
             crossing.attempts.append(LeanAttempt(
                 a.attempt, a.kind, a.at, a.proposal_hash, a.raw, a.error_kind, a.error_message,
                 a.retry_at, prov.get("input_digest"), prov.get("finish_reason") == "refusal"))
-        for v in c.verdicts:
-            crossing.verdicts.setdefault(v.attempt, []).append((v.verifier, v.verdict, v.code))
+        crossing.verdicts = [(v.attempt, v.verifier, v.verdict, v.code, v.crossing_id)
+                             for v in c.verdicts]
         lean.crossings[seq] = crossing
     lean.effects = {e.key: (e.status, e.result, e.error) for e in journal.effects}
     lean.timers = {t.timer_id: (t.fire_at, t.guard_key) for t in journal.timers}
@@ -180,7 +184,7 @@ def _read(db: sqlite3.Connection, run_ids: Sequence[str] | None,
         journal = journals.get(run_id)
         if journal is not None:
             by_id[cid] = journal.crossings[seq] = LeanCrossing(seq, status, version, action,
-                                                               verifiers)
+                                                               verifiers, cid)
     _read_attempts(db, by_id, crossing_where, params)
     _read_verdicts(db, by_id, crossing_where, params)
     for key, run_id, status, result, error in db.execute(
@@ -242,12 +246,12 @@ _REFUSAL = '"finish_reason":"refusal"'
 
 def _read_verdicts(db: sqlite3.Connection, by_id: dict[str, LeanCrossing], where: str,
                    params: tuple[str, ...] | tuple[()]) -> None:
-    for cid, attempt, verifier, verdict, code in db.execute(
-            f"SELECT crossing_id, attempt, verifier, verdict, code FROM verdicts{where} "
+    for row in db.execute(
+            f"SELECT attempt, verifier, verdict, code, crossing_id FROM verdicts{where} "
             "ORDER BY rowid", params):
-        crossing = by_id.get(cid)
+        crossing = by_id.get(row[4])
         if crossing is not None:
-            crossing.verdicts.setdefault(attempt, []).append((verifier, verdict, code))
+            crossing.verdicts.append(row)
 
 
 def _run_set(db: sqlite3.Connection, sql: str, params: tuple[str, ...] | tuple[()]) -> set[str]:
