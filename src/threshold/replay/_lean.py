@@ -48,7 +48,7 @@ class LeanCrossing:
     boundary_version: str
     action: str
     verifiers: Any  # [[name, version], ...], or its compact JSON text as stored
-    crossing_id: str = ""
+    crossing_id: str
     attempts: list[LeanAttempt] = field(default_factory=list)
     verdicts: list[VerdictRow] = field(default_factory=list)
 
