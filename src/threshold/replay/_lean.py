@@ -72,7 +72,7 @@ class LeanJournal:
 
     @property
     def last_seq(self) -> int:
-        return max([*self.steps, *self.crossings], default=0)
+        return max(max(self.steps, default=0), max(self.crossings, default=0))
 
     def to_journal(self) -> RunJournal:
         """The run and its steps as a ``RunJournal`` marked ``partial``."""
