@@ -75,6 +75,25 @@ def _wait_until(condition: str, url: str, sql: str, timeout: float) -> None:
     pytest.fail(f"timed out waiting for {condition}: {counts}")
 
 
+def _freeze_mid_run(victim: subprocess.Popen[str], url: str) -> set[str]:
+    """Stop ``victim`` (SIGSTOP) at a moment it holds running runs and has delivered to the
+    sink, and return those runs. Stopped, it cannot finish them between the look and the
+    kill, as it could between a look and a SIGKILL on a loaded machine."""
+    held = (f"SELECT run_id FROM runs WHERE status = 'running' AND "
+            f"lease_owner LIKE '%:{victim.pid}:%'")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _wait_until("the victim to be mid-run", url,
+                    f"SELECT count(*) > 0 FROM ({held}) AS h WHERE EXISTS (SELECT 1 FROM "
+                    f"sink_deliveries WHERE pid = {victim.pid})", 60)
+        victim.send_signal(signal.SIGSTOP)
+        orphans = {str(r[0]) for r in _query(url, held)}
+        if orphans:
+            return orphans
+        victim.send_signal(signal.SIGCONT)  # it finished them in between: look again
+    pytest.fail("the victim never held a run long enough to be stopped mid-run")
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_three_workers_survive_a_sigkill_without_duplicate_effects() -> None:
@@ -92,17 +111,10 @@ def test_three_workers_survive_a_sigkill_without_duplicate_effects() -> None:
                 _wait_ready(proc)  # all three are serving before there is work to share
             asyncio.run(_start_runs(url, 100, pause_s=0.1))
             victim = procs[0]
-            _wait_until("the victim to be mid-run", url,
-                        f"SELECT count(*) > 0 FROM runs WHERE status = 'running' AND "
-                        f"lease_owner LIKE '%:{victim.pid}:%' AND EXISTS (SELECT 1 FROM "
-                        f"sink_deliveries WHERE pid = {victim.pid})", 60)
+            orphans = _freeze_mid_run(victim, url)
             victim.send_signal(signal.SIGKILL)
             # Not reaped until the end: a zombie's pid still looks alive to the survivors'
             # same-host check, so only the lease expiry can free the victim's runs.
-            time.sleep(0.2)
-            orphans = {str(r[0]) for r in _query(
-                url, f"SELECT run_id FROM runs WHERE status = 'running' AND "
-                     f"lease_owner LIKE '%:{victim.pid}:%'")}
             _wait_until("every run to finish", url,
                         "SELECT count(*) = 100 FROM runs WHERE status IN "
                         "('completed', 'failed', 'killed', 'stranded')", 120)
