@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from threshold._json import loads
 from threshold.errors import NotFoundError
@@ -27,8 +27,8 @@ APPROVAL_CHANNEL = "approval"
 VerdictRow = tuple[int, str, str, str | None, str]
 
 
-class LeanAttempt(NamedTuple):
-    # A tuple of plain values: once the collector has seen it, it is no longer tracked.
+@dataclass(slots=True)
+class LeanAttempt:
     attempt: int
     kind: str
     at: str
