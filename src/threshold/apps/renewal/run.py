@@ -4,10 +4,12 @@ the report at the end. ``threshold renewal run`` is a thin shell over ``run_port
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +204,21 @@ def renewal_input(customer: Customer, seed: int) -> RenewalInput:
                         merger=merger)
 
 
+@contextmanager
+def _fewer_full_collections() -> Iterator[None]:
+    """A tenth as many full garbage collections while the portfolio runs.
+
+    The worker keeps the journal of every open run in memory, and the runs of a portfolio
+    are all open for most of it: each full collection walks that whole heap, which is what
+    grows with the portfolio. Measured on 3,000 customers: 7 % less wall time."""
+    young, middle, full = gc.get_threshold()
+    gc.set_threshold(young, middle, full * 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, full)
+
+
 async def run_portfolio(options: PortfolioOptions,
                         on_store: Callable[[Store], None] | None = None) -> dict[str, Any]:
     """Start (or resume) one run per customer and work until all are done."""
@@ -230,7 +247,8 @@ async def run_portfolio(options: PortfolioOptions,
                                 run_id=f"renewal-{customer.customer_id}",
                                 seed=derive_seed(options.seed, customer.customer_id),
                                 pins={"policy": policy.version})
-        await runtime.run_until_idle()
+        with _fewer_full_collections():
+            await runtime.run_until_idle()
         if options.progress:
             sys.stderr.write("\n")
         summary = await summarize(store, world, customers, path)
