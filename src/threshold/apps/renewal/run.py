@@ -210,7 +210,8 @@ def _fewer_full_collections() -> Iterator[None]:
 
     The worker keeps the journal of every open run in memory, and the runs of a portfolio
     are all open for most of it: each full collection walks that whole heap, which is what
-    grows with the portfolio. Measured on 3,000 customers: 7 % less wall time."""
+    grows with the portfolio. On all 7,043 customers: 49 full collections (9 s) become 18
+    (3.3 s), and the run takes 8 % less wall time."""
     young, middle, full = gc.get_threshold()
     gc.set_threshold(young, middle, full * 10)
     try:
