@@ -1,20 +1,12 @@
-"""PostgreSQL's own encodings (JSON as text, free text made storable) and a join helper;
+"""PostgreSQL's own encoding (free text made storable) and a join helper;
 the column lists and row readers are shared with SQLite in ``_rows``."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from threshold.store._rows import dump_json
 
 
 def qualified(cols: str, alias: str) -> str:
     """``a, b`` -> ``t.a, t.b``, for statements that join."""
     return ", ".join(f"{alias}.{c.strip()}" for c in cols.split(","))
-
-
-def dump(value: Any) -> str:
-    return dump_json(value)
 
 
 def text(value: str | None) -> str | None:

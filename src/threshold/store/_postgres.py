@@ -25,7 +25,7 @@ from psycopg import AsyncConnection, AsyncCursor
 
 from threshold.errors import StoreError
 from threshold.store._pg_pool import PgPool
-from threshold.store._pg_rows import dump, qualified, text
+from threshold.store._pg_rows import qualified, text
 from threshold.store._pg_schema import ensure_schema
 from threshold.store._records import (
     ApprovalRecord,
@@ -55,6 +55,7 @@ from threshold.store._rows import (
     approval_row,
     attempt_row,
     crossing_row,
+    dump_json,
     effect_row,
     load,
     message_row,
@@ -143,8 +144,8 @@ class PostgresStore:
                 f"INSERT INTO runs ({RUN_COLS}) VALUES "
                 "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO NOTHING "
                 "RETURNING 1",
-                (run.run_id, run.agent, run.agent_version, run.status, dump(run.input),
-                 run.seed, dump(run.pins), dump(run.result), text(run.error),
+                (run.run_id, run.agent, run.agent_version, run.status, dump_json(run.input),
+                 run.seed, dump_json(run.pins), dump_json(run.result), text(run.error),
                  run.created_at, run.updated_at, run.lease_owner, run.lease_until,
                  run.parent_run_id))
             inserted = await cur.fetchone() is not None
@@ -183,7 +184,7 @@ class PostgresStore:
         await self._exec(
             "UPDATE runs SET status=%s, result=%s, error=%s, updated_at=%s, lease_owner=NULL, "
             "lease_until=NULL, wake_pending=false WHERE run_id=%s",
-            (status, dump(result), text(error), now, run_id))
+            (status, dump_json(result), text(error), now, run_id))
 
     async def suspend_run(self, run_id: str, *, owner: str, now: str) -> None:
         async def body(cur: Cur) -> None:
@@ -201,7 +202,7 @@ class PostgresStore:
 
     async def set_run_pins(self, run_id: str, pins: dict[str, Any], *, now: str) -> None:
         await self._exec("UPDATE runs SET pins=%s, updated_at=%s WHERE run_id=%s",
-                         (dump(pins), now, run_id))
+                         (dump_json(pins), now, run_id))
 
     async def migrate_run(self, run_id: str, *, agent_version: str, pins: dict[str, Any],
                           event: EventRecord, now: str) -> bool:
@@ -209,7 +210,7 @@ class PostgresStore:
             await cur.execute(
                 "UPDATE runs SET agent_version=%s, pins=%s, status='ready', error=NULL, "
                 "updated_at=%s WHERE run_id=%s AND status IN ('ready', 'waiting', 'stranded') "
-                "RETURNING run_id", (agent_version, dump(pins), now, run_id))
+                "RETURNING run_id", (agent_version, dump_json(pins), now, run_id))
             moved = await cur.fetchone() is not None
             if moved:
                 await self._append_event(cur, event)
@@ -313,7 +314,7 @@ class PostgresStore:
     @staticmethod
     async def _insert_step(cur: Cur, step: StepRecord) -> None:
         await cur.execute("INSERT INTO steps VALUES (%s,%s,%s,%s,%s,%s)",
-                          (step.run_id, step.seq, step.kind, step.name, dump(step.result),
+                          (step.run_id, step.seq, step.kind, step.name, dump_json(step.result),
                            step.at))
 
     async def record_step(self, step: StepRecord) -> None:
@@ -355,8 +356,8 @@ class PostgresStore:
             "attempts=EXCLUDED.attempts, committed_hash=EXCLUDED.committed_hash, "
             "outcome=EXCLUDED.outcome, ended_at=EXCLUDED.ended_at, reason=EXCLUDED.reason",
             (c.crossing_id, c.run_id, c.seq, c.boundary, c.boundary_version, c.action,
-             dump(c.verifiers), c.status, c.attempts, c.started_at, c.model_id, c.prompt_id,
-             c.prompt_version, c.committed_hash, dump(c.outcome), c.ended_at, text(c.reason)))
+             dump_json(c.verifiers), c.status, c.attempts, c.started_at, c.model_id, c.prompt_id,
+             c.prompt_version, c.committed_hash, dump_json(c.outcome), c.ended_at, text(c.reason)))
 
     async def _insert_verdicts(self, cur: Cur, verdicts: Sequence[VerdictRecord]) -> None:
         if not verdicts:
@@ -373,7 +374,7 @@ class PostgresStore:
             f"INSERT INTO effects ({EFFECT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
             f"ON CONFLICT (key) DO NOTHING RETURNING {EFFECT_COLS}",
             (e.key, e.run_id, e.action, e.status, e.intent_at, e.crossing_id, e.proposal_hash,
-             e.performed, dump(e.result), text(e.error), e.done_at))
+             e.performed, dump_json(e.result), text(e.error), e.done_at))
         row = await cur.fetchone()
         if row is None:  # the key exists: the first intent wins, whoever wrote it
             await cur.execute(f"SELECT {EFFECT_COLS} FROM effects WHERE key=%s", (e.key,))
@@ -396,8 +397,8 @@ class PostgresStore:
             await cur.execute(
                 f"INSERT INTO attempts ({ATTEMPT_COLS}) VALUES "
                 "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                (a.crossing_id, a.attempt, a.kind, a.at, a.proposal_hash, dump(a.raw),
-                 dump(a.value), dump(a.provenance), a.error_kind, text(a.error_message),
+                (a.crossing_id, a.attempt, a.kind, a.at, a.proposal_hash, dump_json(a.raw),
+                 dump_json(a.value), dump_json(a.provenance), a.error_kind, text(a.error_message),
                  a.retry_at))
             await self._insert_verdicts(cur, verdicts)
             return None if intent is None else await self._begin_effect(cur, intent)
@@ -411,7 +412,7 @@ class PostgresStore:
     async def _finish_effect(cur: Cur, e: EffectRecord) -> None:
         await cur.execute(
             "UPDATE effects SET status=%s, result=%s, error=%s, done_at=%s, performed=%s "
-            "WHERE key=%s", (e.status, dump(e.result), text(e.error), e.done_at, e.performed,
+            "WHERE key=%s", (e.status, dump_json(e.result), text(e.error), e.done_at, e.performed,
                              e.key))
 
     async def finish_crossing(
@@ -543,7 +544,7 @@ class PostgresStore:
         await cur.execute(
             f"INSERT INTO messages ({MESSAGE_COLS}) VALUES (%s,%s,%s,%s,%s,NULL) "
             "ON CONFLICT (run_id, message_id) DO NOTHING RETURNING 1",
-            (m.run_id, m.message_id, m.channel, dump(m.payload), m.received_at))
+            (m.run_id, m.message_id, m.channel, dump_json(m.payload), m.received_at))
         new = await cur.fetchone() is not None
         if new:
             await self._wake(cur, [m.run_id], now)
@@ -579,8 +580,8 @@ class PostgresStore:
             f"INSERT INTO approvals ({APPROVAL_COLS}) VALUES "
             "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (approval_id) DO NOTHING",
             (a.approval_id, a.run_id, a.crossing_id, a.boundary, a.proposal_hash,
-             dump(a.value), text(a.reason), a.role, a.created_at, a.status, a.sla_due,
-             dump(a.fallback), a.decided_by, a.decided_at, text(a.comment)))
+             dump_json(a.value), text(a.reason), a.role, a.created_at, a.status, a.sla_due,
+             dump_json(a.fallback), a.decided_by, a.decided_at, text(a.comment)))
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         row = await self._one(f"SELECT {APPROVAL_COLS} FROM approvals "
@@ -612,7 +613,7 @@ class PostgresStore:
                 "role=%s, sla_due=%s, value=%s, proposal_hash=%s, fallback=%s "
                 "WHERE approval_id=%s AND status='pending' RETURNING 1",
                 (a.status, a.decided_by, a.decided_at, text(a.comment), a.role, a.sla_due,
-                 dump(a.value), a.proposal_hash, dump(a.fallback), a.approval_id))
+                 dump_json(a.value), a.proposal_hash, dump_json(a.fallback), a.approval_id))
             changed = await cur.fetchone() is not None
             if changed:
                 await self._deliver(cur, message, now)
@@ -624,7 +625,7 @@ class PostgresStore:
     @staticmethod
     async def _append_event(cur: Cur, e: EventRecord) -> int:
         await cur.execute("INSERT INTO events (run_id, kind, data, at) VALUES (%s,%s,%s,%s) "
-                          "RETURNING event_id", (e.run_id, e.kind, dump(e.data), e.at))
+                          "RETURNING event_id", (e.run_id, e.kind, dump_json(e.data), e.at))
         row = await cur.fetchone()
         return 0 if row is None else int(row[0])
 
@@ -667,14 +668,14 @@ class PostgresStore:
                 await cur.execute(
                     "INSERT INTO records VALUES (%s,%s,1,%s,%s) "
                     "ON CONFLICT (namespace, key) DO NOTHING RETURNING 1",
-                    (namespace, key, dump(value), now))
+                    (namespace, key, dump_json(value), now))
             else:
                 # A concurrent writer holds the row lock; after it commits, the version test
                 # is re-evaluated on its row, so exactly one of them succeeds.
                 await cur.execute(
                     "UPDATE records SET version=%s, value=%s, updated_at=%s WHERE namespace=%s "
                     "AND key=%s AND version=%s RETURNING 1",
-                    (new_version, dump(value), now, namespace, key, expected_version))
+                    (new_version, dump_json(value), now, namespace, key, expected_version))
             won = await cur.fetchone() is not None
             if won and event is not None:
                 await self._append_event(cur, event)
@@ -704,8 +705,8 @@ class PostgresStore:
                 raise StoreError(f"topic {topic}: no offset was assigned")
             offset = int(row[0])
             await cur.execute("INSERT INTO topic_events VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                              (topic, offset, key, dump(payload), dump(headers), event_time,
-                               now))
+                              (topic, offset, key, dump_json(payload), dump_json(headers),
+                               event_time, now))
             return offset
 
         return await self._pool.write(body)
