@@ -106,3 +106,30 @@ def test_a_writer_cancelled_during_the_commit_keeps_its_write(tmp_path: Path) ->
 
     assert asyncio.run(main()) == ["write returned"]
     assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("checkpoint_pages", [None, 8], ids=["default", "every-8-pages"])
+def test_the_wal_is_copied_back_only_every_checkpoint_pages(
+        tmp_path: Path, checkpoint_pages: int | None) -> None:
+    """Committed writes stay in the WAL until ``checkpoint_pages`` WAL pages accumulate:
+    with the default interval, 600 commits never reach the database file; with
+    a short one they do. Either way another connection reads every committed row."""
+    path = tmp_path / "j.db"
+
+    async def main() -> int:
+        store = (SQLiteStore(str(path), migrate=True) if checkpoint_pages is None else
+                 SQLiteStore(str(path), migrate=True, checkpoint_pages=checkpoint_pages))
+        size_after_schema = path.stat().st_size
+        for seq in range(1, 601):
+            await store.record_step(step(seq))
+        assert durable(path, "SELECT count(*) FROM steps") == [(600,)]
+        grown = path.stat().st_size - size_after_schema
+        await store.close()
+        return grown
+
+    grown = asyncio.run(main())
+    if checkpoint_pages is None:
+        assert grown == 0
+    else:
+        assert grown > 0
+    assert durable(path, "SELECT count(*) FROM steps") == [(600,)]
