@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 RunStatus = Literal["ready", "running", "waiting", "completed", "failed", "killed", "stranded"]
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "failed", "killed"})
@@ -204,3 +204,18 @@ class CrossingState:
     attempts: list[AttemptRecord]
     verdicts: list[VerdictRecord]
     effect: EffectRecord | None
+
+
+class AuditRows(NamedTuple):
+    """The journal columns an audit reads (``threshold.audit``), and nothing else.
+
+    An optional store capability, ``audit_rows(run_id)``, beside the protocol's ``list_*``
+    methods: those load whole records, decoding every proposal's value and provenance,
+    which an audit of a large journal spends most of its time on."""
+
+    # crossing_id, status, committed_hash, verifiers ([[name, version], ...] or its JSON)
+    crossings: list[tuple[Any, ...]]
+    verdicts: list[tuple[Any, ...]]  # crossing_id, proposal_hash, verifier, verdict, code
+    attempts: list[tuple[Any, ...]]  # kind, error_kind
+    effects: list[tuple[Any, ...]]  # key, crossing_id, status
+    approvals: int

@@ -19,6 +19,7 @@ from threshold.errors import SchemaVersionError, StoreError
 from threshold.store._records import (
     ApprovalRecord,
     AttemptRecord,
+    AuditRows,
     CrossingRecord,
     CrossingState,
     EffectRecord,
@@ -535,6 +536,20 @@ class SQLiteStore:
     async def list_verdicts(self, run_id: str | None = None) -> list[VerdictRecord]:
         return [verdict_row(r) for r in self._by_run(
             "verdicts", VERDICT_COLS, run_id, "crossing_id, attempt, rowid")]
+
+    async def audit_rows(self, run_id: str | None = None) -> AuditRows:
+        """The columns ``threshold.audit`` reads, in the order ``list_*`` return them: an
+        optional capability beside the protocol (whole records cost far more to load)."""
+        crossings = self._by_run("crossings", "crossing_id, status, committed_hash, verifiers",
+                                 run_id, "run_id, seq")
+        verdicts = self._by_run("verdicts", "crossing_id, proposal_hash, verifier, verdict, "
+                                "code", run_id, "crossing_id, attempt, rowid")
+        attempts = self._by_run("attempts", "kind, error_kind", run_id, "crossing_id, attempt")
+        effects = self._by_run("effects", "key, crossing_id, status", run_id, "intent_at, key")
+        approvals = self._one("SELECT count(*) FROM approvals") if run_id is None else \
+            self._one("SELECT count(*) FROM approvals WHERE run_id=?", (run_id,))
+        return AuditRows(crossings, verdicts, attempts, effects,
+                         0 if approvals is None else int(approvals[0]))
 
     # effects -----------------------------------------------------------------------------
     async def begin_effect(self, intent: EffectRecord) -> EffectRecord:
