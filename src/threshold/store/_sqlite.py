@@ -428,10 +428,12 @@ class SQLiteStore:
         verdicts = [verdict_row(r) for r in self._all(
             f"SELECT {VERDICT_COLS} FROM verdicts WHERE crossing_id=? "
             "ORDER BY attempt, rowid", (crossing_id,))]
-        stored = self._one(f"SELECT {EFFECT_COLS} FROM effects WHERE crossing_id=?",
-                           (crossing_id,))
+        crossing = crossing_row(row)
+        # effects_run narrows to the run's few effects; crossing_id alone scans them all.
+        stored = self._one(f"SELECT {EFFECT_COLS} FROM effects WHERE run_id=? AND "
+                           "crossing_id=?", (crossing.run_id, crossing_id))
         effect = None if stored is None else effect_row(stored)
-        return CrossingState(crossing_row(row), attempts, verdicts, effect)
+        return CrossingState(crossing, attempts, verdicts, effect)
 
     def _upsert_crossing(self, db: sqlite3.Connection, c: CrossingRecord) -> None:
         db.execute(
