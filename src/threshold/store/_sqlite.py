@@ -544,7 +544,18 @@ class SQLiteStore:
 
     async def audit_rows(self, run_id: str | None = None) -> AuditRows:
         """The columns ``threshold.audit`` reads, in the order ``list_*`` return them: an
-        optional capability beside the protocol (whole records cost far more to load)."""
+        optional capability beside the protocol (whole records cost far more to load).
+        Read in one snapshot, so workers committing meanwhile cannot tear a crossing from
+        its verdicts or its effect."""
+        if self._db.in_transaction:  # an open batch: its own writes are part of the view
+            return self._audit_rows(run_id)
+        self._db.execute("BEGIN")
+        try:
+            return self._audit_rows(run_id)
+        finally:
+            self._db.execute("COMMIT")
+
+    def _audit_rows(self, run_id: str | None) -> AuditRows:
         crossings = self._by_run("crossings", "crossing_id, status, committed_hash, verifiers",
                                  run_id, "run_id, seq")
         verdicts = self._by_run("verdicts", "crossing_id, proposal_hash, verifier, verdict, "
