@@ -11,13 +11,13 @@ machines. Prints one JSON line last.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
+from threshold._loop import run as run_async
 from threshold.apps.renewal.run import PortfolioOptions, run_portfolio
 
 
@@ -48,7 +48,7 @@ def main() -> None:
                                    customers=args.customers,
                                    all_customers=args.customers is None, mail=not args.no_mail)
         started = time.perf_counter()
-        summary = asyncio.run(run_portfolio(options))
+        summary = run_async(run_portfolio(options))  # on the CLI's event loop
         wall = time.perf_counter() - started
         floor = (floor_before + floor_writes_per_s(folder, "after")) / 2
     result = {

@@ -8,11 +8,11 @@ role is refused (exit code 2) and the refusal is journaled.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.patterns.hitl import approval_detail, approval_stats, decide_approval
 from threshold.store import ApprovalRecord, Store, open_store
@@ -60,7 +60,7 @@ def _with_store(url: str, work: Callable[[Store], Awaitable[Any]]) -> Any:
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _line(a: ApprovalRecord) -> str:

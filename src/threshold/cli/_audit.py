@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from threshold._loop import run as run_async
 from threshold.audit import audit
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.store import open_store
@@ -39,4 +39,4 @@ def _audit(args: argparse.Namespace) -> int:
             print("audit OK" if report.ok else "audit FAILED")
         return 0 if report.ok else 1
 
-    return asyncio.run(go())
+    return run_async(go())

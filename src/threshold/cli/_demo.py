@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from threshold._loop import run as run_async
 from threshold.apps.demo import run_demo
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.store import open_store
@@ -42,4 +42,4 @@ def _demo(args: argparse.Namespace) -> int:
                   f"rejects {a['rejects_by_code']}")
         return 0 if summary["audit"]["ok"] else 1
 
-    return asyncio.run(go())
+    return run_async(go())

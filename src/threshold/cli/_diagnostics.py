@@ -6,11 +6,11 @@ Registered by ``threshold.cli._methodology``; thin shells over ``threshold.metho
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.errors import ConfigError
 from threshold.methodology import (
@@ -97,7 +97,7 @@ def _diagnose(args: argparse.Namespace) -> int:
             print(result.render_text())
         return 0 if result.clean else 1
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -119,14 +119,14 @@ def _estimate(args: argparse.Namespace) -> int:
             print(report.render_text())
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _simulate(args: argparse.Namespace) -> int:
     config = SimConfig(rates=args.rates, compositions=args.compositions, runs=args.runs,
                        crossings=args.crossings, seed=args.seed,
                        exception_rate=args.exception_rate)
-    result = asyncio.run(simulate(config))
+    result = run_async(simulate(config))
     if args.plot is not None:
         _note(f"plot written to {plot_simulation(result, args.plot)}", args.json)
     if args.json:

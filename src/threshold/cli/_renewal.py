@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, print_json
 
 
@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         data_path=args.data, skip_bad_rows=args.skip_bad_rows, smtp=args.smtp,
         mail=not args.no_mail, realtime=args.realtime,
         progress=sys.stderr.isatty() and not args.json)
-    summary = asyncio.run(run_portfolio(options))
+    summary = run_async(run_portfolio(options))
     if args.report:
         async def report() -> list[Path]:
             store = open_store(args.db)
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
             finally:
                 await store.close()
 
-        summary["report_files"] = [str(p) for p in asyncio.run(report())]
+        summary["report_files"] = [str(p) for p in run_async(report())]
     if args.json:
         print_json(summary)
     else:

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from typing import Any
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.errors import ConfigError, NondeterminismError, ThresholdError
 from threshold.replay._ablation import AblationConfig, render_ablation, spine_ablation
@@ -156,7 +156,7 @@ def _replay(args: argparse.Namespace) -> int:
             return 1
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _deterministic(args: argparse.Namespace, run_ids: list[str] | None, register: Any) -> int:
@@ -168,7 +168,7 @@ def _deterministic(args: argparse.Namespace, run_ids: list[str] | None, register
             await store.close()
         return [(o.diff.run_id, o.nondeterminism(), o.path) for o in outcomes]
 
-    results = asyncio.run(go())
+    results = run_async(go())
     bad = [(run_id, error) for run_id, error, _ in results if error is not None]
     fast = sum(1 for *_, path in results if path == "fast")
     if args.json:
@@ -194,7 +194,7 @@ def _ablation(args: argparse.Namespace) -> int:
     config = AblationConfig(customers=args.customers, models=(names[0], names[1]),
                             seed=args.seed, bootstrap=args.bootstrap,
                             model_options={"base_url": args.base_url} if args.base_url else None)
-    result = asyncio.run(spine_ablation(config))
+    result = run_async(spine_ablation(config))
     print_json(result) if args.json else print(render_ablation(result))
     return 0
 
@@ -214,7 +214,7 @@ def stranded(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    found = asyncio.run(go())
+    found = run_async(go())
     if args.json:
         print_json([s.to_dict() for s in found])
         return 0
@@ -252,7 +252,7 @@ def migrate(args: argparse.Namespace) -> int:
             await store.close()
         return results
 
-    results = asyncio.run(go())
+    results = run_async(go())
     if args.json:
         print_json(results)
     else:

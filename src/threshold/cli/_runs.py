@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from dataclasses import asdict
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.errors import NotFoundError
 from threshold.store import open_store
@@ -52,7 +52,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{len(runs)} run(s)")
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -70,4 +70,4 @@ def _show(args: argparse.Namespace) -> int:
             print("\n".join(render_timeline(timeline)))
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())

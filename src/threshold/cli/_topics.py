@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from dataclasses import asdict
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option, add_json_option, print_json
 from threshold.errors import NotFoundError
 from threshold.patterns.topics import Topic, describe_topics
@@ -48,7 +48,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{len(infos)} topic(s)")
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -72,7 +72,7 @@ def _tail(args: argparse.Namespace) -> int:
                   f"by {producer}{stamp}  {_short(e.payload)}")
         return 0
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def _short(value: object, limit: int = 100) -> str:

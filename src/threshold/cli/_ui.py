@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import sys
 from typing import TYPE_CHECKING
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option
 from threshold.errors import MissingExtraError
 from threshold.store import open_store
@@ -73,5 +73,5 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                     server_header=False)
     finally:
-        asyncio.run(store.close())
+        run_async(store.close())
     return 0

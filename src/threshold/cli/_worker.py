@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from threshold._loop import run as run_async
 from threshold.cli._common import add_db_option
 from threshold.clock import Clock, SystemClock, VirtualClock
 from threshold.errors import ConfigError
@@ -99,7 +100,7 @@ def _definitions(produced: Any, spec: str) -> Iterable[AgentDef]:
 def _serve(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.lease_seconds <= 0 or args.poll_seconds <= 0:
         raise ConfigError("--concurrency, --lease-seconds and --poll-seconds must be positive")
-    return asyncio.run(_serve_async(args))
+    return run_async(_serve_async(args))
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
