@@ -98,8 +98,8 @@ class ProductCatalog:
 
 class Progress:
     """An actor that only reports: a progress line on stderr while the worker idles, at
-    most once per virtual day: counting runs scans them, and once per idle made the whole
-    portfolio in a terminal 9 % slower (56.9 s against 53.4 s without mail)."""
+    most once per virtual day: counting runs scans them, and counting at every idle made
+    the whole portfolio in a terminal take 56.9 s instead of 53.4 s (without mail)."""
 
     def __init__(self, store: Store, total: int, enabled: bool) -> None:
         self.store, self.total, self.enabled = store, total, enabled
