@@ -11,7 +11,7 @@ import pytest
 
 from threshold.errors import StoreError
 from threshold.store import CrossingRecord, StepRecord
-from threshold.store._sqlite import SQLiteStore
+from threshold.store._sqlite import PROBE_EVERY, SOLO_AFTER, SQLiteStore
 
 AT = "2026-01-01T00:00:00.000000+00:00"
 
@@ -133,3 +133,31 @@ def test_the_wal_is_copied_back_only_every_checkpoint_pages(
     else:
         assert grown > 0
     assert durable(path, "SELECT count(*) FROM steps") == [(600,)]
+
+
+def test_a_writer_alone_commits_at_once_until_writers_overlap_again(tmp_path: Path) -> None:
+    """Once batches keep holding a single write, a write commits before it returns, with no
+    loop tick to wait for; when writers overlap again, the periodic probe batch finds them
+    and they share commits once more."""
+    path = tmp_path / "j.db"
+
+    async def main() -> tuple[list[tuple[object, ...]], int, int]:
+        store = SQLiteStore(str(path), migrate=True)
+        for seq in range(1, SOLO_AFTER + 2):
+            await store.record_step(step(seq))
+        write = store.record_step(step(100))
+        with pytest.raises(StopIteration):  # finished without suspending for a COMMIT
+            write.send(None)
+        seen_at_once = durable(path, "SELECT seq FROM steps WHERE seq = 100")
+        commits: list[int] = []
+        store.connection.set_trace_callback(
+            lambda sql: commits.append(1) if sql == "COMMIT" else None)
+        writes = 4 * PROBE_EVERY
+        await asyncio.gather(*(store.record_step(step(200 + i)) for i in range(writes)))
+        await store.close()
+        return seen_at_once, len(commits), writes
+
+    seen_at_once, commits, writes = asyncio.run(main())
+    assert seen_at_once == [(100,)]
+    assert commits <= PROBE_EVERY + 2, f"{commits} commits for {writes} overlapping writes"
+    assert durable(path, "SELECT count(*) FROM steps WHERE seq >= 200") == [(writes,)]
