@@ -161,3 +161,21 @@ def test_a_writer_alone_commits_at_once_until_writers_overlap_again(tmp_path: Pa
     assert seen_at_once == [(100,)]
     assert commits <= PROBE_EVERY + 2, f"{commits} commits for {writes} overlapping writes"
     assert durable(path, "SELECT count(*) FROM steps WHERE seq >= 200") == [(writes,)]
+
+
+def test_opening_a_store_inside_a_loop_leaves_no_write_lock_behind(tmp_path: Path) -> None:
+    """The schema check commits before the constructor returns, so a caller that blocks its
+    loop right after opening (a spin, a synchronous wait) does not lock other writers out."""
+    path = tmp_path / "j.db"
+
+    async def main() -> None:
+        store = SQLiteStore(str(path), migrate=True)
+        second = SQLiteStore(str(path))  # an open that finds the schema in place
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if a batch held on
+        other.execute("ROLLBACK")
+        other.close()
+        await second.close()
+        await store.close()
+
+    asyncio.run(main())

@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,6 +191,10 @@ def test_two_os_processes_racing_on_one_sqlite_file_produce_one_winner_per_versi
     procs = [subprocess.Popen([sys.executable, "-m", "procs.state_race", str(db), name, "150",
                                str(go)], cwd=HERE, stdout=subprocess.PIPE, text=True)
              for name in ("p1", "p2")]
+    deadline = time.monotonic() + 60
+    while not all(go.with_name(f"go.{n}.ready").exists() for n in ("p1", "p2")):
+        assert time.monotonic() < deadline, "the racers never became ready"
+        time.sleep(0.005)
     go.touch()
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)

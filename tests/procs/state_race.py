@@ -2,7 +2,8 @@
 
     python -m procs.state_race DB NAME ROUNDS GO_FILE
 
-Waits until GO_FILE exists (so the racers start together), then ROUNDS times: reads the
+Says it is ready (GO_FILE.NAME.ready), waits until GO_FILE exists (so the racers start
+together, none still importing while another runs), then ROUNDS times: reads the
 row, yields briefly, and tries to toggle it (a <-> b) at the version it read. Prints one
 JSON line: the versions this process wrote and how many of its writes were stale.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 from threshold import open_store
@@ -23,9 +23,10 @@ TOGGLE = StateMachine("toggle", ["a", "b"], {"a": {"b"}, "b": {"a"}}, "a")
 
 
 async def race(db: str, name: str, rounds: int, go: Path) -> dict[str, object]:
-    store = open_store(f"sqlite:///{db}")
+    go.with_name(f"{go.name}.{name}.ready").touch()
     while not go.exists():
-        time.sleep(0.001)
+        await asyncio.sleep(0.001)
+    store = open_store(f"sqlite:///{db}")
     wins: list[int] = []
     stale = 0
     for _ in range(rounds):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from threshold._record import record
+
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 
@@ -41,7 +43,7 @@ class Reject:
 Verdict = Accept | Reject
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerifyContext:
     """What a verifier may look at besides the proposal: data, never live services."""
 

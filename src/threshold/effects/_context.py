@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from threshold._record import record
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class EffectContext:
     """Passed to every commit. ``key`` is stable across crashes and retries of the same step;
     ``performed`` counts earlier attempts whose result was never recorded (crash windows)."""

@@ -8,10 +8,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from threshold._record import record
+
 Role = Literal["system", "user", "assistant", "tool"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Message:
     role: Role
     content: str
@@ -44,7 +46,7 @@ class ToolCall:
     arguments: str  # raw JSON text, untrusted like any model output
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ModelRequest:
     """Everything a model needs for one proposal; nothing here is a live runtime object
     except ``output_type``, which adapters use only to build a schema."""
@@ -64,7 +66,7 @@ class ModelRequest:
     feedback: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Completion:
     """A model's answer. ``text`` is untrusted; ``bytes`` means it was not valid text."""
 

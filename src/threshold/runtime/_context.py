@@ -11,12 +11,13 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
+from threshold._record import record
 from threshold.boundary import Boundary
 from threshold.clock import from_iso, to_iso
 from threshold.effects import EffectContext
@@ -39,7 +40,7 @@ M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Position:
     """A journal position taken ahead of its operation (``RunContext.take_position``)."""
 

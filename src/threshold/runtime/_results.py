@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from threshold._record import record
 from threshold.boundary import Reject
 
 M = TypeVar("M", bound=BaseModel)
@@ -14,7 +15,7 @@ M = TypeVar("M", bound=BaseModel)
 Outcome = Literal["committed", "aborted", "denied", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Crossing(Generic[M]):
     """The end of one pass through a boundary. ``value`` is set only when committed.
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, NamedTuple
+
+from threshold._record import record
 
 RunStatus = Literal["ready", "running", "waiting", "completed", "failed", "killed", "stranded"]
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"completed", "failed", "killed"})
@@ -16,7 +18,7 @@ TERMINAL_CROSSING_STATUSES: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunRecord:
     run_id: str
     agent: str
@@ -34,7 +36,7 @@ class RunRecord:
     parent_run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StepRecord:
     """One completed operation of a run's code, keyed by its position ``seq``."""
 
@@ -46,7 +48,7 @@ class StepRecord:
     at: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CrossingRecord:
     crossing_id: str
     run_id: str
@@ -67,7 +69,7 @@ class CrossingRecord:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptRecord:
     """One proposal, or one transport failure that produced no proposal."""
 
@@ -84,7 +86,7 @@ class AttemptRecord:
     retry_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerdictRecord:
     crossing_id: str
     attempt: int
@@ -101,7 +103,7 @@ class VerdictRecord:
     decided_by: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EffectRecord:
     """The outbox row: intent first, then the result. ``key`` is unique."""
 
@@ -118,7 +120,7 @@ class EffectRecord:
     done_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimerRecord:
     """Fires at ``fire_at``. With a guard it lapses if the guarded record's version moved."""
 
@@ -132,7 +134,7 @@ class TimerRecord:
     fired_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageRecord:
     """An inbox message, unique per (run, message_id): delivery is idempotent."""
 
@@ -144,7 +146,7 @@ class MessageRecord:
     consumed_seq: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ApprovalRecord:
     approval_id: str
     run_id: str
@@ -163,7 +165,7 @@ class ApprovalRecord:
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventRecord:
     """A journal entry that is not a step: transitions, kills, escalations, sagas, notes."""
 
@@ -174,7 +176,7 @@ class EventRecord:
     event_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VersionedRecord:
     """A row under compare-and-swap: P5 state rows, counters, consumer offsets."""
 
@@ -185,7 +187,7 @@ class VersionedRecord:
     updated_at: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TopicEvent:
     topic: str
     offset: int
@@ -196,7 +198,7 @@ class TopicEvent:
     appended_at: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CrossingState:
     """A crossing as stored: its row, attempts, verdicts and effect, for resume and audit."""
 

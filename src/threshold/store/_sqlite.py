@@ -130,7 +130,9 @@ class SQLiteStore:
 
     # plumbing ----------------------------------------------------------------------------
     def _ensure_schema(self, migrate: bool) -> None:
-        with self._tx() as db:
+        # Committed before the constructor returns: no one awaits a batch opened here, and
+        # a caller that blocks its loop next would hold the write lock until it yields.
+        with self._tx(group=False) as db:
             has_table = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
             ).fetchone()
@@ -165,7 +167,7 @@ class SQLiteStore:
         return self._db
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, group: bool = True) -> Iterator[sqlite3.Connection]:
         """One write. Inside an event loop, writes of the same loop tick share one
         transaction (group commit), and a caller resumes from ``_sync`` only after the
         shared COMMIT. A failing write undoes only itself: the batch's first write, alone
@@ -195,7 +197,7 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if loop is None or not self._group_commit or self._alone():
+        if loop is None or not group or not self._group_commit or self._alone():
             db.execute("COMMIT")
             return
         # Savepoints cost two statements per write; a lone writer, the common case of a
