@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from threshold.boundary import Prompt
 from threshold.clock import VirtualClock, from_iso
@@ -186,7 +186,8 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
                           known_only: bool = False) -> list[ReplayOutcome]:
     """Verify every run on the fast path; replay the ones it hands on with ``full``.
     ``known_only``: leave out runs of agents that ``register`` does not define."""
-    probe = Runtime(open_store("memory://"))
+    store = _ProbeStore()
+    probe = Runtime(cast(Store, store))
     try:
         register(probe)
         if known_only:
@@ -203,7 +204,7 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
             else:
                 decided[lean.run_id] = _fast_outcome(lean, verdict)
     finally:
-        await probe.store.close()
+        await store.release()
     if handed:
         for outcome in await full(list(handed)):
             outcome.fallback = handed[outcome.original.run_id]
@@ -222,12 +223,31 @@ def _fast_outcome(lean: LeanJournal, result: FastResult) -> ReplayOutcome:
 
 
 async def _agent_names(register: Register) -> set[str]:
-    probe = Runtime(open_store("memory://"))
+    store = _ProbeStore()
+    probe = Runtime(cast(Store, store))
     try:
         register(probe)
     finally:
-        await probe.store.close()
+        await store.release()
     return {d.name for d in probe.definitions()}
+
+
+class _ProbeStore:
+    """The store of a runtime that only collects agent definitions: an in-memory one, opened
+    the first time anything uses it. Defining agents does not, and creating its schema costs
+    about as much as a fast replay of ten runs."""
+
+    def __init__(self) -> None:
+        self._store: Store | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            self._store = open_store("memory://")
+        return getattr(self._store, name)
+
+    async def release(self) -> None:
+        if self._store is not None:
+            await self._store.close()
 
 
 async def check_deterministic(store: Store, run_ids: Sequence[str] | None,
