@@ -197,12 +197,13 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
         runs = [_scratch_run(probe, lean.run, spec) for lean in leans]
         decided: dict[str, ReplayOutcome] = {}
         handed: dict[str, Fallback] = {}
+        clean: dict[str, CrossingComparison] = {}
         for lean, run in zip(leans, runs, strict=True):
             verdict = await verify_run(lean, run, definitions)
             if isinstance(verdict, Fallback):
                 handed[lean.run_id] = verdict
             else:
-                decided[lean.run_id] = _fast_outcome(lean, verdict)
+                decided[lean.run_id] = _fast_outcome(lean, verdict, clean)
     finally:
         await store.release()
     if handed:
@@ -212,11 +213,18 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
     return [decided[lean.run_id] for lean in leans]
 
 
-def _fast_outcome(lean: LeanJournal, result: FastResult) -> ReplayOutcome:
+def _fast_outcome(lean: LeanJournal, result: FastResult,
+                  clean: dict[str, CrossingComparison]) -> ReplayOutcome:
+    """``clean``: one comparison per boundary name, shared (it is frozen) by every run."""
     original = lean.to_journal()
     replayed = RunJournal(result.replayed, dict(lean.steps), partial=True)
-    diff = RunDiff(lean.run_id, lean.run.agent,
-                   crossings=[CrossingComparison(name, None) for name in result.crossings],
+    comparisons = []
+    for name in result.crossings:
+        same = clean.get(name)
+        if same is None:
+            same = clean[name] = CrossingComparison(name, None)
+        comparisons.append(same)
+    diff = RunDiff(lean.run_id, lean.run.agent, crossings=comparisons,
                    compared_steps=result.compared_steps,
                    prefix_only=lean.run.status not in TERMINAL_RUN_STATUSES)
     return ReplayOutcome(original, replayed, diff, result.shadow, [], path="fast")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
@@ -97,7 +97,7 @@ class FastContext(RunContext):
         self._defs = definitions
         self._at = journal.run.created_at  # logical time: when the last journaled op ended
         self._in_flight = journal.run.status not in TERMINAL_RUN_STATUSES
-        self._last = journal.last_seq
+        self._last = journal.last_seq if self._in_flight else 0  # only asked when in flight
         self._keys: set[str] = set()
         self._taken: dict[int, StepRecord | None] = {}  # positions taken ahead, not yet used
         self.visited = 0
@@ -268,25 +268,17 @@ class FastContext(RunContext):
             raise _Stop
         return await self._cross(position.seq, recorded, boundary, inputs, facts)
 
-    async def _cross(self, seq: int, recorded: StepRecord, boundary: Boundary[M],
-                     inputs: Mapping[str, Any], facts: Mapping[str, Any] | None
-                     ) -> Crossing[M]:
+    def _cross(self, seq: int, recorded: StepRecord, boundary: Boundary[M],
+               inputs: Mapping[str, Any], facts: Mapping[str, Any] | None
+               ) -> Coroutine[Any, Any, Crossing[M]]:
+        # Not a coroutine itself: the caller awaits the crossing's own, one frame fewer.
         rows = self.journal.crossings.get(seq)
         if rows is None:
             self.unsupported(f"the crossing at step {seq} has no rows")
         self.visited += 1  # the crossing rows, compared as one position with the step
         crossing = _Crossing(self, seq, self._defs.plan(boundary), dict(inputs),
                              dict(facts) if facts else {}, rows)
-        result = await crossing.run()
-        theirs = recorded.result
-        # The crossing id only repeats the position; the diff leaves it out too.
-        mine = as_json(result, crossing.dumped,
-                       theirs.get("crossing_id") if isinstance(theirs, dict) else None)
-        if mine != theirs and _json(mine) != theirs:
-            self.diverge(seq, f"cross:{boundary.name} {_short(mine)}",
-                         f"cross:{boundary.name} {_short(theirs)}")
-        self._steps[seq] = recorded
-        return result
+        return cast(Coroutine[Any, Any, Crossing[M]], crossing.run(recorded))
 
 
 class _Crossing:
@@ -320,7 +312,7 @@ class _Crossing:
                 not isinstance(rec.verifiers, str) or json.loads(rec.verifiers) != expected):
             self.diverge("verifiers", expected, rec.verifiers)
 
-    async def run(self) -> Crossing[Any]:
+    async def run(self, recorded: StepRecord) -> Crossing[Any]:
         self._check_definition()
         input_digest: str | None = None
         failures = 0
@@ -353,6 +345,14 @@ class _Crossing:
         if self.verdicts_seen != len(self.rec.verdicts):
             self.diverge("verdicts", f"{self.verdicts_seen} rows",
                          f"{len(self.rec.verdicts)} rows")
+        theirs = recorded.result
+        # The crossing id only repeats the position; the diff leaves it out too.
+        mine = as_json(outcome, self.dumped,
+                       theirs.get("crossing_id") if isinstance(theirs, dict) else None)
+        if mine != theirs and _json(mine) != theirs:
+            self.ctx.diverge(self.seq, f"cross:{self.b.name} {_short(mine)}",
+                             f"cross:{self.b.name} {_short(theirs)}")
+        self.ctx._steps[self.seq] = recorded  # on record for the code once verified
         return outcome
 
     def _transport(self, a: LeanAttempt, failures: int) -> Crossing[Any] | None:
@@ -482,9 +482,9 @@ async def verify_run(journal: LeanJournal, run: RunRecord, definitions: _Definit
     """Replay one run verify-only; ``run`` is the record the full engine would execute."""
     if journal.blocked is not None:
         return Fallback(journal.blocked)
-    unfinished = sorted(s for s in journal.crossings if s not in journal.steps)
+    unfinished = journal.crossings.keys() - journal.steps.keys()
     if unfinished:
-        return Fallback(f"the crossing at step {unfinished[0]} has not finished")
+        return Fallback(f"the crossing at step {min(unfinished)} has not finished")
     definition = definitions.runtime.definition(run.agent, run.agent_version)
     assert definition is not None  # checked for the whole batch before
     ctx = FastContext(journal, run, definitions)
