@@ -471,3 +471,42 @@ def test_fast_comparison_is_the_journals_crossing_json() -> None:
     for crossing in (committed, aborted):
         dumped = None if crossing.value is None else crossing.value.model_dump(mode="json")
         assert as_json(crossing, dumped, crossing.crossing_id) == crossing.to_json()
+
+
+def test_lean_reader_orders_attempts_written_out_of_order(recorded: str, tmp_path: Path) -> None:
+    """Attempt rows stored out of attempt order (the reader takes them in table order) are
+    read back in attempt order, and their run still replays clean on the fast path."""
+    copy = tmp_path / "reordered.db"
+    with sqlite3.connect(recorded.removeprefix("sqlite:///")) as source, \
+            sqlite3.connect(copy) as target:
+        source.backup(target)
+        crossing_id = target.execute(
+            "SELECT crossing_id FROM attempts GROUP BY crossing_id HAVING count(*) > 1 "
+            "ORDER BY crossing_id LIMIT 1").fetchone()[0]
+        rows = target.execute("SELECT * FROM attempts WHERE crossing_id = ? "
+                              "ORDER BY attempt DESC", (crossing_id,)).fetchall()
+        target.execute("DELETE FROM attempts WHERE crossing_id = ?", (crossing_id,))
+        target.executemany(f"INSERT INTO attempts VALUES ({','.join('?' * len(rows[0]))})",
+                           rows)
+    run_id = crossing_id.rsplit("/", 1)[0]
+    lean = next(j for j in read_sqlite(str(copy), None) if j.run_id == run_id)
+    crossing = next(c for c in lean.crossings.values() if c.crossing_id == crossing_id)
+    assert [a.attempt for a in crossing.attempts] == list(range(1, len(rows) + 1))
+    outcomes = {o.original.run_id: o for o in _replay(f"sqlite:///{copy}", register)}
+    assert outcomes[run_id].path == "fast"
+    assert outcomes[run_id].diff.classification == "identical"
+
+
+def test_registering_code_that_uses_the_store_still_replays(recorded: str) -> None:
+    """The runtime that only collects agent definitions opens its store when the registering
+    code uses it, so such code replays as before."""
+    seen: list[str] = []
+
+    def uses_store(runtime: Runtime) -> None:
+        seen.append(runtime.store.url)
+        register(runtime)
+
+    outcomes = _replay(recorded, uses_store, run_ids=["fast-03"])
+    assert seen and seen[0] == "memory://"
+    assert [o.path for o in outcomes] == ["fast"]
+    assert outcomes[0].diff.classification == "identical"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from threshold.boundary import Prompt
 from threshold.clock import VirtualClock, from_iso
@@ -186,7 +186,8 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
                           known_only: bool = False) -> list[ReplayOutcome]:
     """Verify every run on the fast path; replay the ones it hands on with ``full``.
     ``known_only``: leave out runs of agents that ``register`` does not define."""
-    probe = Runtime(open_store("memory://"))
+    store = _ProbeStore()
+    probe = Runtime(cast(Store, store))
     try:
         register(probe)
         if known_only:
@@ -196,14 +197,15 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
         runs = [_scratch_run(probe, lean.run, spec) for lean in leans]
         decided: dict[str, ReplayOutcome] = {}
         handed: dict[str, Fallback] = {}
+        clean: dict[str, CrossingComparison] = {}
         for lean, run in zip(leans, runs, strict=True):
             verdict = await verify_run(lean, run, definitions)
             if isinstance(verdict, Fallback):
                 handed[lean.run_id] = verdict
             else:
-                decided[lean.run_id] = _fast_outcome(lean, verdict)
+                decided[lean.run_id] = _fast_outcome(lean, verdict, clean)
     finally:
-        await probe.store.close()
+        await store.release()
     if handed:
         for outcome in await full(list(handed)):
             outcome.fallback = handed[outcome.original.run_id]
@@ -211,23 +213,49 @@ async def _fast_then_full(leans: Sequence[LeanJournal], register: Register, spec
     return [decided[lean.run_id] for lean in leans]
 
 
-def _fast_outcome(lean: LeanJournal, result: FastResult) -> ReplayOutcome:
+def _fast_outcome(lean: LeanJournal, result: FastResult,
+                  clean: dict[str, CrossingComparison]) -> ReplayOutcome:
+    """``clean``: one comparison per boundary name, shared (it is frozen) by every run."""
     original = lean.to_journal()
     replayed = RunJournal(result.replayed, dict(lean.steps), partial=True)
-    diff = RunDiff(lean.run_id, lean.run.agent,
-                   crossings=[CrossingComparison(name, None) for name in result.crossings],
+    comparisons = []
+    for name in result.crossings:
+        same = clean.get(name)
+        if same is None:
+            same = clean[name] = CrossingComparison(name, None)
+        comparisons.append(same)
+    diff = RunDiff(lean.run_id, lean.run.agent, crossings=comparisons,
                    compared_steps=result.compared_steps,
                    prefix_only=lean.run.status not in TERMINAL_RUN_STATUSES)
     return ReplayOutcome(original, replayed, diff, result.shadow, [], path="fast")
 
 
 async def _agent_names(register: Register) -> set[str]:
-    probe = Runtime(open_store("memory://"))
+    store = _ProbeStore()
+    probe = Runtime(cast(Store, store))
     try:
         register(probe)
     finally:
-        await probe.store.close()
+        await store.release()
     return {d.name for d in probe.definitions()}
+
+
+class _ProbeStore:
+    """The store of a runtime that only collects agent definitions: an in-memory one, opened
+    the first time anything uses it. Defining agents does not, and creating its schema costs
+    about as much as a fast replay of ten runs."""
+
+    def __init__(self) -> None:
+        self._store: Store | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            self._store = open_store("memory://")
+        return getattr(self._store, name)
+
+    async def release(self) -> None:
+        if self._store is not None:
+            await self._store.close()
 
 
 async def check_deterministic(store: Store, run_ids: Sequence[str] | None,

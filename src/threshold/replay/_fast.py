@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
@@ -31,6 +31,7 @@ from threshold.boundary import (
     Escalate,
     Reject,
     Retry,
+    Verifier,
     VerifyContext,
     finish_verifier,
     parse_output,
@@ -96,7 +97,7 @@ class FastContext(RunContext):
         self._defs = definitions
         self._at = journal.run.created_at  # logical time: when the last journaled op ended
         self._in_flight = journal.run.status not in TERMINAL_RUN_STATUSES
-        self._last = journal.last_seq
+        self._last = journal.last_seq if self._in_flight else 0  # only asked when in flight
         self._keys: set[str] = set()
         self._taken: dict[int, StepRecord | None] = {}  # positions taken ahead, not yet used
         self.visited = 0
@@ -267,34 +268,29 @@ class FastContext(RunContext):
             raise _Stop
         return await self._cross(position.seq, recorded, boundary, inputs, facts)
 
-    async def _cross(self, seq: int, recorded: StepRecord, boundary: Boundary[M],
-                     inputs: Mapping[str, Any], facts: Mapping[str, Any] | None
-                     ) -> Crossing[M]:
+    def _cross(self, seq: int, recorded: StepRecord, boundary: Boundary[M],
+               inputs: Mapping[str, Any], facts: Mapping[str, Any] | None
+               ) -> Coroutine[Any, Any, Crossing[M]]:
+        # Not a coroutine itself: the caller awaits the crossing's own, one frame fewer.
         rows = self.journal.crossings.get(seq)
         if rows is None:
             self.unsupported(f"the crossing at step {seq} has no rows")
         self.visited += 1  # the crossing rows, compared as one position with the step
-        crossing = _Crossing(self, seq, boundary, dict(inputs), dict(facts) if facts else {},
-                             rows)
-        result = await crossing.run()
-        theirs = recorded.result
-        # The crossing id only repeats the position; the diff leaves it out too.
-        mine = as_json(result, crossing.dumped,
-                       theirs.get("crossing_id") if isinstance(theirs, dict) else None)
-        if mine != theirs and _json(mine) != theirs:
-            self.diverge(seq, f"cross:{boundary.name} {_short(mine)}",
-                         f"cross:{boundary.name} {_short(theirs)}")
-        self._steps[seq] = recorded
-        return result
+        crossing = _Crossing(self, seq, self._defs.plan(boundary), dict(inputs),
+                             dict(facts) if facts else {}, rows)
+        return cast(Coroutine[Any, Any, Crossing[M]], crossing.run(recorded))
 
 
 class _Crossing:
     """One crossing derived again from its recorded attempts, as ``CrossingEngine`` would."""
 
-    def __init__(self, ctx: FastContext, seq: int, boundary: Boundary[Any],
-                 inputs: dict[str, Any], facts: dict[str, Any], rec: LeanCrossing) -> None:
-        self.ctx, self.seq, self.b, self.inputs, self.facts, self.rec = (
-            ctx, seq, boundary, inputs, facts, rec)
+    __slots__ = ("attempt_no", "b", "ctx", "dumped", "facts", "inputs", "last_rejects", "plan",
+                 "rec", "seq", "verdicts_seen")
+
+    def __init__(self, ctx: FastContext, seq: int, plan: _Plan, inputs: dict[str, Any],
+                 facts: dict[str, Any], rec: LeanCrossing) -> None:
+        self.ctx, self.seq, self.plan, self.b, self.inputs, self.facts, self.rec = (
+            ctx, seq, plan, plan.boundary, inputs, facts, rec)
         self.last_rejects: list[Reject] = []
         self.attempt_no = 0
         self.verdicts_seen = 0  # the recorded verdict rows compared so far, in written order
@@ -305,16 +301,18 @@ class _Crossing:
         self.ctx.diverge(self.seq, f"{where} {replayed}", f"{where} {recorded}")
 
     def _check_definition(self) -> None:
-        b, rec = self.b, self.rec
-        expected, text = self.ctx._defs.verifiers(b)
+        b, rec, plan = self.b, self.rec, self.plan
+        if rec.verifiers == plan.text and (rec.boundary_version, rec.action) == plan.definition:
+            return  # as the store writes them: the comparisons below would find them equal
         if rec.boundary_version != b.version or rec.action != b.action:
             self.diverge("definition", f"v{b.version} action {b.action}",
                          f"v{rec.boundary_version} action {rec.action}")
-        if rec.verifiers != text and rec.verifiers != expected and (
+        expected = plan.expected
+        if rec.verifiers != plan.text and rec.verifiers != expected and (
                 not isinstance(rec.verifiers, str) or json.loads(rec.verifiers) != expected):
             self.diverge("verifiers", expected, rec.verifiers)
 
-    async def run(self) -> Crossing[Any]:
+    async def run(self, recorded: StepRecord) -> Crossing[Any]:
         self._check_definition()
         input_digest: str | None = None
         failures = 0
@@ -347,6 +345,14 @@ class _Crossing:
         if self.verdicts_seen != len(self.rec.verdicts):
             self.diverge("verdicts", f"{self.verdicts_seen} rows",
                          f"{len(self.rec.verdicts)} rows")
+        theirs = recorded.result
+        # The crossing id only repeats the position; the diff leaves it out too.
+        mine = as_json(outcome, self.dumped,
+                       theirs.get("crossing_id") if isinstance(theirs, dict) else None)
+        if mine != theirs and _json(mine) != theirs:
+            self.ctx.diverge(self.seq, f"cross:{self.b.name} {_short(mine)}",
+                             f"cross:{self.b.name} {_short(theirs)}")
+        self.ctx._steps[self.seq] = recorded  # on record for the code once verified
         return outcome
 
     def _transport(self, a: LeanAttempt, failures: int) -> Crossing[Any] | None:
@@ -392,15 +398,15 @@ class _Crossing:
             phash = digest(self.dumped)
             vctx = VerifyContext(self.ctx.rid, self.seq, b.name, self.inputs, from_iso(a.at),
                                  attempt_no, self.facts)
-            for check in b.verifiers:
+            for check, name in self.plan.checks:
                 verdict = start_verifier(check, value, vctx)
                 if not isinstance(verdict, (Accept, Reject)):
                     verdict = await finish_verifier(check, verdict)
                 if isinstance(verdict, Reject):
                     rejects.append(verdict)
-                    mine.append((attempt_no, check.name, "reject", verdict.code, cid))
+                    mine.append((attempt_no, name, "reject", verdict.code, cid))
                 else:
-                    mine.append((attempt_no, check.name, "accept", None, cid))
+                    mine.append((attempt_no, name, "accept", None, cid))
         if phash != a.proposal_hash:
             self.diverge(f"attempt {attempt_no} proposal", phash[:10],
                          (a.proposal_hash or "")[:10])
@@ -442,22 +448,33 @@ class _Crossing:
                         tuple(rejects), reason, None, f"{self.ctx.rid}/{self.seq}", None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What every crossing of one boundary compares alike, worked out once per replay."""
+
+    boundary: Boundary[Any]
+    definition: tuple[str, str]  # (version, action)
+    expected: list[list[str]]  # the verifier list a crossing records ...
+    text: str  # ... and its compact JSON text, as the store writes it
+    checks: tuple[tuple[Verifier[Any], str], ...]  # each verifier with its name
+
+
 class _Definitions:
-    """Agent definitions and per-boundary constants, shared by every run of a replay."""
+    """Agent definitions and per-boundary plans, shared by every run of a replay."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        # Keyed by id, holding the boundary itself so that its id cannot be reused.
-        self._verifiers: dict[int, tuple[Boundary[Any], list[list[str]], str]] = {}
+        # Keyed by id; a plan holds its boundary, so that the id cannot be reused meanwhile.
+        self._plans: dict[int, _Plan] = {}
 
-    def verifiers(self, b: Boundary[Any]) -> tuple[list[list[str]], str]:
-        """The verifier list a crossing of ``b`` records, and its stored JSON text."""
-        known = self._verifiers.get(id(b))
-        if known is None or known[0] is not b:
+    def plan(self, b: Boundary[Any]) -> _Plan:
+        known = self._plans.get(id(b))
+        if known is None or known.boundary is not b:
             expected = [list(v) for v in b.verifier_ids]
-            known = self._verifiers[id(b)] = (b, expected, json.dumps(expected,
-                                                                      separators=(",", ":")))
-        return known[1], known[2]
+            known = self._plans[id(b)] = _Plan(
+                b, (b.version, b.action), expected, json.dumps(expected, separators=(",", ":")),
+                tuple((check, check.name) for check in b.verifiers))
+        return known
 
 
 async def verify_run(journal: LeanJournal, run: RunRecord, definitions: _Definitions
@@ -465,9 +482,9 @@ async def verify_run(journal: LeanJournal, run: RunRecord, definitions: _Definit
     """Replay one run verify-only; ``run`` is the record the full engine would execute."""
     if journal.blocked is not None:
         return Fallback(journal.blocked)
-    unfinished = sorted(s for s in journal.crossings if s not in journal.steps)
+    unfinished = journal.crossings.keys() - journal.steps.keys()
     if unfinished:
-        return Fallback(f"the crossing at step {unfinished[0]} has not finished")
+        return Fallback(f"the crossing at step {min(unfinished)} has not finished")
     definition = definitions.runtime.definition(run.agent, run.agent_version)
     assert definition is not None  # checked for the whole batch before
     ctx = FastContext(journal, run, definitions)

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -220,15 +221,19 @@ def _read_attempts(db: sqlite3.Connection, by_id: dict[str, LeanCrossing], where
     # Of the provenance only two fields matter. Found with str.find in the compact JSON the
     # store writes, they cost a tenth of decoding it (or of json_extract, or of instr). A
     # provenance written otherwise matches nothing, so the run differs and goes to the
-    # full engine: never a wrong "clean".
+    # full engine: never a wrong "clean". Rows come in table order (walking the index in
+    # attempt order costs a lookup per row); a crossing's rows out of order are sorted.
+    unordered: list[LeanCrossing] = []
     for (cid, attempt, kind, at, phash, raw, error_kind, error_message, retry_at,
          provenance) in db.execute(
             "SELECT crossing_id, attempt, kind, at, proposal_hash, raw, error_kind, "
-            f"error_message, retry_at, provenance FROM attempts{where} "
-            "ORDER BY crossing_id, attempt", params):
+            f"error_message, retry_at, provenance FROM attempts{where}", params):
         crossing = by_id.get(cid)
         if crossing is None:
             continue
+        attempts = crossing.attempts
+        if attempts and attempts[-1].attempt > attempt:
+            unordered.append(crossing)
         digest, refusal = None, False
         if provenance:
             at_digest = provenance.find(_DIGEST_KEY)
@@ -236,8 +241,10 @@ def _read_attempts(db: sqlite3.Connection, by_id: dict[str, LeanCrossing], where
                 start = at_digest + len(_DIGEST_KEY)
                 digest = provenance[start:start + 16]
             refusal = _REFUSAL in provenance
-        crossing.attempts.append(LeanAttempt(attempt, kind, at, phash, raw, error_kind,
-                                             error_message, retry_at, digest, refusal))
+        attempts.append(LeanAttempt(attempt, kind, at, phash, raw, error_kind, error_message,
+                                    retry_at, digest, refusal))
+    for crossing in unordered:
+        crossing.attempts.sort(key=attrgetter("attempt"))
 
 
 _DIGEST_KEY = '"input_digest":"'
