@@ -1,5 +1,6 @@
-"""Group commit on SQLite: writes of one loop tick share a transaction, and a failing write
-undoes only itself, whether it opened the batch or joined it."""
+"""Group commit on SQLite: the first write of a loop tick commits at once, the writes after it
+in the same tick share a transaction, and a failing write undoes only itself, whether it was
+alone in its transaction or had joined a batch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from threshold.errors import StoreError
 from threshold.store import CrossingRecord, StepRecord
-from threshold.store._sqlite import PROBE_EVERY, SOLO_AFTER, SQLiteStore
+from threshold.store._sqlite import SQLiteStore
 
 AT = "2026-01-01T00:00:00.000000+00:00"
 
@@ -31,25 +32,27 @@ def durable(path: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
 
 
-async def _writes_in_one_tick(path: Path, failing_first: bool) -> list[BaseException | None]:
+async def _writes_in_one_tick(path: Path, failing: int) -> list[BaseException | None]:
+    """Three writes in one tick, the one at index ``failing`` bound to fail."""
     store = SQLiteStore(str(path), migrate=True)
     await store.record_step(step(1))
     # Fails on its second statement (step 1 exists), after its crossing row went in.
     bad = store.finish_crossing(crossing(1), effect=None, step=step(1))
     good = [store.record_step(step(2)), store.finish_crossing(crossing(3), effect=None,
                                                               step=step(3))]
-    writes = [bad, *good] if failing_first else [*good, bad]
+    writes = [*good[:failing], bad, *good[failing:]]
     results = await asyncio.gather(*writes, return_exceptions=True)
     await store.close()
-    order = [results[0], *results[1:]] if failing_first else [results[-1], *results[:-1]]
-    return [r if isinstance(r, BaseException) else None for r in order]
+    results.insert(0, results.pop(failing))
+    return [r if isinstance(r, BaseException) else None for r in results]
 
 
-@pytest.mark.parametrize("failing_first", [True, False], ids=["opens-batch", "joins-batch"])
-def test_a_failing_write_undoes_only_itself(tmp_path: Path, failing_first: bool) -> None:
+@pytest.mark.parametrize("failing", [0, 1, 2],
+                         ids=["commits-alone", "would-open-the-batch", "joins-the-batch"])
+def test_a_failing_write_undoes_only_itself(tmp_path: Path, failing: int) -> None:
     """The failing write's earlier statement is undone; the other writes of its tick land."""
     path = tmp_path / "j.db"
-    bad, *good = asyncio.run(_writes_in_one_tick(path, failing_first))
+    bad, *good = asyncio.run(_writes_in_one_tick(path, failing))
     assert isinstance(bad, StoreError)
     assert good == [None, None]
     assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,), (3,)]
@@ -57,7 +60,8 @@ def test_a_failing_write_undoes_only_itself(tmp_path: Path, failing_first: bool)
 
 
 def test_writes_of_one_tick_share_one_commit(tmp_path: Path) -> None:
-    """Concurrent writers resume only after their shared COMMIT, and it holds them all."""
+    """The tick's first write commits at once; the writers after it resume only after the
+    COMMIT they share, and it holds them all."""
     path = tmp_path / "j.db"
 
     async def main() -> list[int]:
@@ -76,8 +80,8 @@ def test_writes_of_one_tick_share_one_commit(tmp_path: Path) -> None:
         return [len(commits), *seen]
 
     commits, *seen = asyncio.run(main())
-    assert commits == 1
-    assert seen == [6] * 5
+    assert commits == 2
+    assert seen == [2, 6, 6, 6, 6]
 
 
 def test_a_writer_cancelled_during_the_commit_keeps_its_write(tmp_path: Path) -> None:
@@ -96,16 +100,18 @@ def test_a_writer_cancelled_during_the_commit_keeps_its_write(tmp_path: Path) ->
             await asyncio.sleep(0)
             reached.append("next await passed")
 
-        task = asyncio.create_task(writer())
+        first = asyncio.create_task(store.record_step(step(3)))  # commits at once
+        task = asyncio.create_task(writer())  # same tick: it waits for the batch's COMMIT
         await asyncio.sleep(0)  # the writer's statements ran; it waits for the COMMIT
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await first
         await store.close()
         return reached
 
     assert asyncio.run(main()) == ["write returned"]
-    assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,)]
+    assert durable(path, "SELECT seq FROM steps ORDER BY seq") == [(1,), (2,), (3,)]
 
 
 @pytest.mark.parametrize("checkpoint_pages", [None, 8], ids=["default", "every-8-pages"])
@@ -135,32 +141,23 @@ def test_the_wal_is_copied_back_only_every_checkpoint_pages(
     assert durable(path, "SELECT count(*) FROM steps") == [(600,)]
 
 
-def test_a_writer_alone_commits_at_once_until_writers_overlap_again(tmp_path: Path) -> None:
-    """Once batches keep holding a single write, a write commits before it returns, with no
-    loop tick to wait for; when writers overlap again, the periodic probe batch finds them
-    and they share commits once more."""
+def test_a_writer_alone_in_its_tick_commits_at_once(tmp_path: Path) -> None:
+    """A run on its own never waits a loop tick for its commit: its write is durable when
+    the call returns, which it does without suspending."""
     path = tmp_path / "j.db"
 
-    async def main() -> tuple[list[tuple[object, ...]], int, int]:
+    async def main() -> list[tuple[object, ...]]:
         store = SQLiteStore(str(path), migrate=True)
-        for seq in range(1, SOLO_AFTER + 2):
-            await store.record_step(step(seq))
-        write = store.record_step(step(100))
+        await store.record_step(step(1))
+        await asyncio.sleep(0)  # a new tick
+        write = store.record_step(step(2))
         with pytest.raises(StopIteration):  # finished without suspending for a COMMIT
             write.send(None)
-        seen_at_once = durable(path, "SELECT seq FROM steps WHERE seq = 100")
-        commits: list[int] = []
-        store.connection.set_trace_callback(
-            lambda sql: commits.append(1) if sql == "COMMIT" else None)
-        writes = 4 * PROBE_EVERY
-        await asyncio.gather(*(store.record_step(step(200 + i)) for i in range(writes)))
+        seen = durable(path, "SELECT seq FROM steps ORDER BY seq")
         await store.close()
-        return seen_at_once, len(commits), writes
+        return seen
 
-    seen_at_once, commits, writes = asyncio.run(main())
-    assert seen_at_once == [(100,)]
-    assert commits <= PROBE_EVERY + 2, f"{commits} commits for {writes} overlapping writes"
-    assert durable(path, "SELECT count(*) FROM steps WHERE seq >= 200") == [(writes,)]
+    assert asyncio.run(main()) == [(1,), (2,)]
 
 
 def test_opening_a_store_inside_a_loop_leaves_no_write_lock_behind(tmp_path: Path) -> None:

@@ -64,13 +64,6 @@ from threshold.store._schema import SCHEMA_VERSION, SQLITE_MIGRATIONS
 # the wall time (the GIL and the second core are busy), so it was left out.
 CHECKPOINT_PAGES = 16_384
 
-# Group commit pays only when writers overlap. After this many batches in a row held a
-# single write, a write commits at once: a lone run saves a loop tick and a future per
-# write (~10 % of a crossing). Every PROBE_EVERY-th write still opens a batch, and one
-# that others join turns batching back on.
-SOLO_AFTER = 8
-PROBE_EVERY = 32
-
 # The handle of each database file whose group-commit batch is open in this process.
 _OPEN_BATCHES: dict[str, SQLiteStore] = {}
 
@@ -95,11 +88,10 @@ def _dump(value: Any) -> str | None:
 class _Batch:
     """One group-commit transaction: the writers waiting for its COMMIT, and how it ended."""
 
-    __slots__ = ("done", "error", "waiters", "writes")
+    __slots__ = ("done", "error", "waiters")
 
     def __init__(self) -> None:
         self.waiters: list[asyncio.Future[None]] = []
-        self.writes = 1
         self.done = False
         self.error: sqlite3.Error | None = None
 
@@ -113,8 +105,7 @@ class SQLiteStore:
         self._group_commit = group_commit
         self._path = path if path == ":memory:" else str(Path(path).resolve())
         self._batch: _Batch | None = None  # the open group-commit transaction
-        self._lone_batches = 0  # batches in a row that held one write
-        self._solo_writes = 0  # writes committed at once since batching stopped paying
+        self._committed_this_tick = False  # a write committed alone in this loop tick
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -168,10 +159,12 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self, *, group: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write. Inside an event loop, writes of the same loop tick share one
-        transaction (group commit), and a caller resumes from ``_sync`` only after the
-        shared COMMIT. A failing write undoes only itself: the batch's first write, alone
-        in it, by rolling the transaction back; each later one within its own savepoint."""
+        """One write. Inside an event loop, the first write of a loop tick commits at once;
+        writes after it in the same tick share one transaction (group commit), and their
+        callers resume from ``_sync`` only after its COMMIT. So a run on its own never
+        waits a tick for its commit, and writers that overlap share one. A failing write
+        undoes only itself: a write alone in its transaction by rolling it back, a write
+        that joined a batch within its own savepoint."""
         db = self._db
         loop = _running_loop()
         other = _OPEN_BATCHES.get(self._path)
@@ -180,8 +173,6 @@ class SQLiteStore:
             # tick ends; waiting for it here would block that very tick. Commit it now.
             other._flush()
         if db.in_transaction:  # an open batch, or a write nested in another
-            if self._batch is not None:
-                self._batch.writes += 1
             db.execute("SAVEPOINT write")
             try:
                 yield db
@@ -197,23 +188,27 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        if loop is None or not group or not self._group_commit or self._alone():
-            db.execute("COMMIT")
+        batching = loop is not None and group and self._group_commit
+        if not batching or not self._committed_this_tick:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                db.execute("ROLLBACK")
+                raise
+            if loop is not None and batching:
+                self._committed_this_tick = True
+                loop.call_soon(self._end_tick)  # queued behind the writers ready this tick
             return
-        # Savepoints cost two statements per write; a lone writer, the common case of a
-        # run on its own, needs none, so the batch opens only once its first write is in.
+        assert loop is not None
+        # Savepoints cost two statements per write, so the batch opens only once its first
+        # write is in: the second writer of the tick, alone in it until others join.
         self._batch = _Batch()
         if self._path != ":memory:":
             _OPEN_BATCHES[self._path] = self
         loop.call_soon(self._flush)
 
-    def _alone(self) -> bool:
-        """Whether this write should commit at once: recent batches found no company, and
-        it is not the periodic probe for writers that overlap again."""
-        if self._lone_batches < SOLO_AFTER:
-            return False
-        self._solo_writes += 1
-        return self._solo_writes % PROBE_EVERY != 0
+    def _end_tick(self) -> None:
+        self._committed_this_tick = False
 
     async def _sync(self) -> None:
         """Wait until the writes made so far are committed.
@@ -245,6 +240,7 @@ class SQLiteStore:
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
+        self._committed_this_tick = False  # also if a stopped loop dropped ``_end_tick``
         if batch is None:
             return  # committed early, or the store was closed
         if _OPEN_BATCHES.get(self._path) is self:
@@ -255,7 +251,6 @@ class SQLiteStore:
             self._db.execute("ROLLBACK")
             batch.error = exc
         batch.done = True
-        self._lone_batches = self._lone_batches + 1 if batch.writes == 1 else 0
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -531,8 +526,15 @@ class SQLiteStore:
         step: StepRecord | None,
         verdicts: Sequence[VerdictRecord] = (),
     ) -> None:
+        c = crossing
         with self._tx() as db:
-            self._upsert_crossing(db, crossing)
+            # The row exists from the crossing's first attempt: set what an end changes (the
+            # upsert's own update), without binding and encoding the rest again.
+            if db.execute("UPDATE crossings SET status=?, attempts=?, committed_hash=?, "
+                          "outcome=?, ended_at=?, reason=? WHERE crossing_id=?",
+                          (c.status, c.attempts, c.committed_hash, _dump(c.outcome),
+                           c.ended_at, c.reason, c.crossing_id)).rowcount == 0:
+                self._upsert_crossing(db, c)
             self._insert_verdicts(db, verdicts)
             if effect is not None:
                 self._finish_effect(db, effect)
