@@ -142,22 +142,23 @@ def test_the_wal_is_copied_back_only_every_checkpoint_pages(
 
 
 def test_a_writer_alone_in_its_tick_commits_at_once(tmp_path: Path) -> None:
-    """A run on its own never waits a loop tick for its commit: its write is durable when
-    the call returns, which it does without suspending."""
+    """A run on its own never waits a loop tick for its commit: each of its writes, the
+    second of the tick as well, is durable when the call returns, without suspending."""
     path = tmp_path / "j.db"
 
     async def main() -> list[tuple[object, ...]]:
         store = SQLiteStore(str(path), migrate=True)
         await store.record_step(step(1))
         await asyncio.sleep(0)  # a new tick
-        write = store.record_step(step(2))
-        with pytest.raises(StopIteration):  # finished without suspending for a COMMIT
-            write.send(None)
+        for seq in (2, 3):
+            write = store.record_step(step(seq))
+            with pytest.raises(StopIteration):  # finished without suspending for a COMMIT
+                write.send(None)
         seen = durable(path, "SELECT seq FROM steps ORDER BY seq")
         await store.close()
         return seen
 
-    assert asyncio.run(main()) == [(1,), (2,)]
+    assert asyncio.run(main()) == [(1,), (2,), (3,)]
 
 
 def test_opening_a_store_inside_a_loop_leaves_no_write_lock_behind(tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ class SQLiteStore:
         self._group_commit = group_commit
         self._path = path if path == ":memory:" else str(Path(path).resolve())
         self._batch: _Batch | None = None  # the open group-commit transaction
-        self._committed_this_tick = False  # a write committed alone in this loop tick
+        # The task whose writes committed at once in this loop tick, if any.
+        self._tick_writer: asyncio.Task[Any] | None = None
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -159,10 +160,11 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self, *, group: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write. Inside an event loop, the first write of a loop tick commits at once;
-        writes after it in the same tick share one transaction (group commit), and their
-        callers resume from ``_sync`` only after its COMMIT. So a run on its own never
-        waits a tick for its commit, and writers that overlap share one. A failing write
+        """One write. Inside an event loop, the writes of the first task to write in a loop
+        tick commit at once; other tasks' writes in the same tick share one transaction
+        (group commit), and their callers resume from ``_sync`` only after its COMMIT. So a
+        run on its own never waits a tick for its commit, and writers that overlap share
+        one. A failing write
         undoes only itself: a write alone in its transaction by rolling it back, a write
         that joined a batch within its own savepoint."""
         db = self._db
@@ -189,14 +191,15 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
         batching = loop is not None and group and self._group_commit
-        if not batching or not self._committed_this_tick:
+        task = asyncio.current_task(loop) if loop is not None and batching else None
+        if not batching or self._tick_writer in (None, task):
             try:
                 db.execute("COMMIT")
             except sqlite3.Error:
                 db.execute("ROLLBACK")
                 raise
-            if loop is not None and batching:
-                self._committed_this_tick = True
+            if loop is not None and batching and self._tick_writer is None:
+                self._tick_writer = task
                 loop.call_soon(self._end_tick)  # queued behind the writers ready this tick
             return
         assert loop is not None
@@ -208,7 +211,7 @@ class SQLiteStore:
         loop.call_soon(self._flush)
 
     def _end_tick(self) -> None:
-        self._committed_this_tick = False
+        self._tick_writer = None
 
     async def _sync(self) -> None:
         """Wait until the writes made so far are committed.
@@ -240,7 +243,7 @@ class SQLiteStore:
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, None
-        self._committed_this_tick = False  # also if a stopped loop dropped ``_end_tick``
+        self._tick_writer = None  # also if a stopped loop dropped ``_end_tick``
         if batch is None:
             return  # committed early, or the store was closed
         if _OPEN_BATCHES.get(self._path) is self:
