@@ -451,6 +451,7 @@ def test_a_run_failing_its_own_compare_and_swap_is_found(tmp_path: Path) -> None
 
         @rt.agent("fast")
         async def fast(ctx: RunContext, inp: dict[str, Any]) -> None:
+            await ctx.sleep(timedelta(minutes=30), purpose="queue")  # after slow's read
             await ctx.step("write", write, await ctx.step("read", read), "churned")
 
         await rt.start("slow", {}, run_id="slow")

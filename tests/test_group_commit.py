@@ -12,7 +12,7 @@ import pytest
 
 from threshold.errors import StoreError
 from threshold.store import CrossingRecord, StepRecord
-from threshold.store._sqlite import SQLiteStore
+from threshold.store._sqlite import YIELD_AFTER_COMMITS, SQLiteStore
 
 AT = "2026-01-01T00:00:00.000000+00:00"
 
@@ -177,3 +177,34 @@ def test_opening_a_store_inside_a_loop_leaves_no_write_lock_behind(tmp_path: Pat
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_task_that_only_writes_still_lets_the_loop_in(tmp_path: Path) -> None:
+    """Writes that commit at once never suspend, so a task doing nothing but journal writes
+    would hold the loop for as long as it writes; every YIELD_AFTER_COMMITS-th write of a
+    tick waits for a batch instead, and the rest of the loop runs."""
+    path = tmp_path / "j.db"
+    writes = 3 * YIELD_AFTER_COMMITS + 10
+
+    async def main() -> int:
+        store = SQLiteStore(str(path), migrate=True)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        running = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        for seq in range(1, writes + 1):
+            await store.record_step(step(seq))
+        during = ticks - before
+        running.cancel()
+        await store.close()
+        return during
+
+    assert asyncio.run(main()) >= writes // (YIELD_AFTER_COMMITS + 1)
+    assert durable(path, "SELECT count(*) FROM steps") == [(writes,)]

@@ -394,7 +394,9 @@ def test_workers_with_commits_gather_all_and_are_never_interrupted(tmp_path: Pat
     async def scenario() -> None:
         run = await run_one(rt)
         assert run is not None and run.status == "completed"
-        assert run.result == sent and len(set(sent)) == 3
+        # Results come in branch order; the effects ran in whatever order the branches
+        # reached their commits.
+        assert sorted(run.result) == sorted(sent) and len(set(sent)) == 3
         effects = await rt.store.list_effects("r1")
         assert sorted(e.key for e in effects if e.status == "done") == sorted(sent)
 
