@@ -170,9 +170,8 @@ class SQLiteStore:
         tick commit at once; other tasks' writes in the same tick share one transaction
         (group commit), and their callers resume from ``_sync`` only after its COMMIT. So a
         run on its own never waits a tick for its commit, and writers that overlap share
-        one. A failing write
-        undoes only itself: a write alone in its transaction by rolling it back, a write
-        that joined a batch within its own savepoint."""
+        one. A failing write undoes only itself: a write alone in its transaction by
+        rolling it back, a write that joined a batch within its own savepoint."""
         db = self._db
         loop = _running_loop()
         other = _OPEN_BATCHES.get(self._path)
