@@ -196,7 +196,7 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
         batching = loop is not None and group and self._group_commit
-        task = asyncio.current_task(loop) if loop is not None and batching else None
+        task = asyncio.current_task(loop) if batching else None
         if not batching or (self._tick_writer in (None, task)
                             and self._tick_commits < YIELD_AFTER_COMMITS):
             try:
